@@ -1,0 +1,439 @@
+"""A target session in full feature phase: the core's side of the DI up-calls.
+
+One :class:`TargetSession` per iSCSI session (sessions have one connection here:
+MaxConnections=1). It receives control PDUs through ``control_notify``, orders commands by
+CmdSN (RFC 7143 4.2.2.1), drives SCSI tasks through Put_Data / Get_Data, and answers every
+bad PDU with the Reject, SCSI sense or TMF response the RFC requires. No exception raised
+while handling one PDU escapes to the datamover: it is logged and the PDU is rejected.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from datamover.di import DatamoverConnection
+from datamover.pdu import (
+    RESERVED_TAG,
+    AsyncMessage,
+    DataIn,
+    DataOut,
+    LoginRequest,
+    LogoutRequest,
+    LogoutResponse,
+    NopIn,
+    NopOut,
+    Pdu,
+    Reject,
+    RejectReason,
+    ScsiCommand,
+    ScsiResponse,
+    SnackRequest,
+    TextRequest,
+    TextResponse,
+    TmfRequest,
+    TmfResponse,
+    UnknownPdu,
+    encode_header,
+)
+from datamover.pdu.opcodes import LogoutReason, LogoutResponseCode, TmfFunction, TmfResponseCode
+from datamover.session.params import SessionParams
+from datamover.session.serial import sn_add, sn_in_window, sn_lt
+from datamover.target.discovery import TextExchange
+from datamover.target.task import TargetTask
+
+if TYPE_CHECKING:
+    from datamover.scsi.lunmap import LunMap
+    from datamover.target.config import TargetConfig
+    from datamover.target.server import TargetServer
+    from datamover.trace import DITrace
+
+log = logging.getLogger("datamover.target.session")
+
+#: PDUs that carry a CmdSN and take part in command ordering
+_ORDERED = (ScsiCommand, TmfRequest, TextRequest, LogoutRequest, NopOut)
+
+
+class TargetSession:
+    """Session state plus the handler of its (single) connection."""
+
+    def __init__(
+        self,
+        server: TargetServer,
+        conn: DatamoverConnection,
+        *,
+        initiator_name: str,
+        target: TargetConfig | None,
+        isid: int,
+        tsih: int,
+        cid: int,
+        params: SessionParams,
+        exp_cmd_sn: int,
+        stat_sn: int,
+        lunmap: LunMap | None,
+        trace: DITrace | None = None,
+    ) -> None:
+        self.server = server
+        self.conn = conn
+        self.initiator_name = initiator_name
+        self.target = target
+        self.isid = isid
+        self.tsih = tsih
+        self.cid = cid
+        self.params = params
+        self.exp_cmd_sn = exp_cmd_sn
+        self.stat_sn = stat_sn
+        self.exp_stat_sn = stat_sn
+        self.lunmap = lunmap
+        self.trace = trace
+        self.depth = server.config.queue_depth
+        self.tasks: dict[int, TargetTask] = {}
+        self._held: dict[int, Pdu] = {}  # CmdSN -> PDU that arrived ahead of ExpCmdSN
+        self._next_ttt = 1
+        self._text: TextExchange | None = None
+        self.closed = False
+        self.logged_out = False
+        self.on_close: Callable[[TargetSession], None] | None = None
+        #: I_T nexus identifier (SAM): initiator port = name + ISID, target port = name + TPGT
+        self.nexus = f"{initiator_name},i,0x{isid:012x}|{target.iqn if target else 'discovery'}"
+        self.counters = {"commands": 0, "rejects": 0, "bytes_in": 0, "bytes_out": 0}
+
+    # ---------------------------------------------------------------- numbers
+    @property
+    def max_cmd_sn(self) -> int:
+        """MaxCmdSN: the window shrinks with the tasks in flight, so a session never holds
+        more than ``queue_depth`` tasks (a bound against a flooding initiator)."""
+        room = max(0, self.depth - len(self.tasks) - len(self._held))
+        return sn_add(self.exp_cmd_sn, room - 1)
+
+    def next_stat_sn(self) -> int:
+        sn = self.stat_sn
+        self.stat_sn = sn_add(sn, 1)
+        return sn
+
+    def new_ttt(self) -> int:
+        ttt = self._next_ttt
+        self._next_ttt = (ttt + 1) & 0x7FFFFFFF or 1
+        return ttt
+
+    # ------------------------------------------------------------ DI plumbing
+    def send(self, pdu: Pdu, **kwargs: object) -> None:
+        if self.closed:
+            return
+        if self.trace is not None:
+            self.trace.record("target", "send_control", pdu=type(pdu).__name__, itt=pdu.itt,
+                              **_pdu_fields(pdu))
+        self.conn.send_control(pdu, **kwargs)  # type: ignore[arg-type]
+
+    def reject(self, reason: int, header: bytes) -> None:
+        self.counters["rejects"] += 1
+        self.send(Reject(reason=reason, stat_sn=self.next_stat_sn(), exp_cmd_sn=self.exp_cmd_sn,
+                         max_cmd_sn=self.max_cmd_sn, data_sn=0, data=bytes(header[:48])))
+
+    # ------------------------------------------------------------ up-calls
+    def control_notify(self, conn: DatamoverConnection, pdu: Pdu) -> None:
+        if self.closed:
+            return
+        if self.trace is not None:
+            self.trace.record("target", "control_notify", pdu=type(pdu).__name__, itt=pdu.itt,
+                              **_pdu_fields(pdu))
+        try:
+            self._receive(pdu)
+        except Exception:  # a handler bug must not kill the connection's reader
+            log.exception("error handling %s from %s", type(pdu).__name__, self.initiator_name)
+            self.reject(RejectReason.PROTOCOL_ERROR, _header_of(pdu))
+
+    def connection_terminate_notify(self, conn: DatamoverConnection) -> None:
+        if self.trace is not None:
+            self.trace.record("target", "connection_terminate_notify")
+        self._shutdown(notify_datamover=False)
+
+    def data_completion_notify(self, conn: DatamoverConnection, itt: int, sn: int) -> None:
+        if self.trace is not None:
+            self.trace.record("target", "data_completion_notify", itt=itt, sn=sn)
+        task = self.tasks.get(itt)
+        if task is not None:
+            try:
+                task.data_complete(sn)
+            except Exception:
+                log.exception("error completing data of task %#x", itt)
+                self.finish_task(task)
+
+    def data_ack_notify(self, conn: DatamoverConnection, itt: int, data_sn: int) -> None:
+        # ERL 0 only: the A bit is never set, so this is never raised.
+        log.debug("unexpected DataACK for %#x", itt)
+
+    # side channel (datamover.di.DatamoverSideChannel)
+    def sn_update(self, conn: DatamoverConnection, exp_cmd_sn: int, max_cmd_sn: int,
+                  stat_sn: int | None = None) -> None:
+        return None  # initiator-side only
+
+    def protocol_error_notify(self, conn: DatamoverConnection, error: Exception, header: bytes = b"") -> None:
+        reason = getattr(error, "reject_reason", RejectReason.PROTOCOL_ERROR)
+        log.warning("protocol error from %s: %s", self.initiator_name, error)
+        self.reject(int(reason), header or getattr(error, "header", b""))
+
+    # ------------------------------------------------------------ ordering
+    def _receive(self, pdu: Pdu) -> None:
+        if len(pdu.data) > self.params.target_recv_limit:
+            # RFC 7143 7.1.1 / 11.2.1: a data segment above our declared limit is a
+            # protocol error; whatever transport let it through, the core refuses it
+            self.reject(RejectReason.PROTOCOL_ERROR, _header_of(pdu))
+            return
+        if isinstance(pdu, _ORDERED):
+            self.exp_stat_sn = max(self.exp_stat_sn, getattr(pdu, "exp_stat_sn", 0))
+            if isinstance(pdu, NopOut) and pdu.itt == RESERVED_TAG:
+                return  # the answer to our NOP-In ping: nothing to do
+            if pdu.immediate:
+                self._dispatch(pdu)
+                return
+            cmd_sn = pdu.cmd_sn  # type: ignore[attr-defined]
+            if not sn_in_window(cmd_sn, self.exp_cmd_sn, self.max_cmd_sn):
+                # RFC 7143 4.2.2.1: outside the window -> silently ignored
+                log.debug("CmdSN %d outside [%d, %d]: ignored", cmd_sn, self.exp_cmd_sn, self.max_cmd_sn)
+                return
+            if cmd_sn != self.exp_cmd_sn:
+                self._held.setdefault(cmd_sn, pdu)
+                return
+            self.exp_cmd_sn = sn_add(self.exp_cmd_sn, 1)
+            self._dispatch(pdu)
+            while self.exp_cmd_sn in self._held and not self.closed:
+                held = self._held.pop(self.exp_cmd_sn)
+                self.exp_cmd_sn = sn_add(self.exp_cmd_sn, 1)
+                self._dispatch(held)
+            return
+        self._dispatch(pdu)
+
+    def _dispatch(self, pdu: Pdu) -> None:
+        if isinstance(pdu, ScsiCommand):
+            self._scsi_command(pdu)
+        elif isinstance(pdu, DataOut):
+            self._unsolicited_data(pdu)
+        elif isinstance(pdu, NopOut):
+            self._nop_out(pdu)
+        elif isinstance(pdu, TmfRequest):
+            self._tmf(pdu)
+        elif isinstance(pdu, TextRequest):
+            self._text_request(pdu)
+        elif isinstance(pdu, LogoutRequest):
+            self._logout(pdu)
+        elif isinstance(pdu, LoginRequest):
+            # RFC 7143 6.1 / RFC 5047 10.3.10: a Login in full feature phase is a protocol error
+            self.reject(RejectReason.PROTOCOL_ERROR, _header_of(pdu))
+        elif isinstance(pdu, SnackRequest):
+            # ERL 0 has no SNACK support (RFC 7143 7.1.4.1)
+            self.reject(RejectReason.PROTOCOL_ERROR, _header_of(pdu))
+        elif isinstance(pdu, UnknownPdu):
+            self.reject(RejectReason.COMMAND_NOT_SUPPORTED, pdu.raw_bhs)
+        else:
+            # a target-to-initiator opcode sent to us
+            self.reject(RejectReason.PROTOCOL_ERROR, _header_of(pdu))
+
+    # ------------------------------------------------------------ SCSI
+    def _scsi_command(self, cmd: ScsiCommand) -> None:
+        if self.params.discovery or self.lunmap is None:
+            # RFC 7143 4.3: a Discovery session accepts only Text (SendTargets) and Logout
+            self.reject(RejectReason.PROTOCOL_ERROR, _header_of(cmd))
+            return
+        if cmd.itt in self.tasks:
+            self.reject(RejectReason.TASK_IN_PROGRESS, _header_of(cmd))
+            return
+        if len(self.tasks) >= self.server.config.max_tasks_per_session:
+            self.send(ScsiResponse(itt=cmd.itt, response=0, status=0x28,  # TASK SET FULL
+                                   stat_sn=self.next_stat_sn(), exp_cmd_sn=self.exp_cmd_sn,
+                                   max_cmd_sn=self.max_cmd_sn))
+            return
+        self.counters["commands"] += 1
+        task = TargetTask(self, cmd)
+        self.tasks[cmd.itt] = task
+        task.start()
+
+    def _unsolicited_data(self, pdu: DataOut) -> None:
+        task = self.tasks.get(pdu.itt)
+        if task is None:
+            # data for a task that already ended (error response sent early, or aborted)
+            log.debug("Data-Out for unknown task %#x dropped", pdu.itt)
+            return
+        task.unsolicited_data(pdu)
+
+    def finish_task(self, task: TargetTask) -> None:
+        self.tasks.pop(task.itt, None)
+
+    def put_data(self, header: DataIn, descriptor: list[memoryview], notify: bool) -> None:
+        if self.trace is not None:
+            self.trace.record("target", "put_data", itt=header.itt, offset=header.buffer_offset,
+                              length=sum(len(m) for m in descriptor), final=header.final, notify=notify)
+        self.counters["bytes_out"] += sum(len(m) for m in descriptor)
+        self.conn.put_data(header, descriptor, notify)
+
+    def get_data(self, r2t: object, descriptor: list[memoryview], notify: bool) -> None:
+        if self.trace is not None:
+            self.trace.record("target", "get_data", itt=r2t.itt, r2t_sn=r2t.r2t_sn,  # type: ignore[attr-defined]
+                              offset=r2t.buffer_offset,  # type: ignore[attr-defined]
+                              length=r2t.desired_data_transfer_length, notify=notify)  # type: ignore[attr-defined]
+        self.conn.get_data(r2t, descriptor, notify)  # type: ignore[arg-type]
+
+    def deallocate_task(self, itt: int) -> None:
+        if self.trace is not None:
+            self.trace.record("target", "deallocate_task_resources", itt=itt)
+        self.conn.deallocate_task_resources(itt)
+
+    # ------------------------------------------------------------ NOP
+    def _nop_out(self, pdu: NopOut) -> None:
+        data = bytes(pdu.data[: self.params.initiator_recv_limit])
+        self.send(NopIn(itt=pdu.itt, lun=pdu.lun, ttt=RESERVED_TAG, stat_sn=self.next_stat_sn(),
+                        exp_cmd_sn=self.exp_cmd_sn, max_cmd_sn=self.max_cmd_sn, data=data))
+
+    def ping(self) -> None:
+        """Send a NOP-In ping (TTT != 0xffffffff) that the initiator must answer."""
+        self.send(NopIn(itt=RESERVED_TAG, lun=0, ttt=self.new_ttt(), stat_sn=self.stat_sn,
+                        exp_cmd_sn=self.exp_cmd_sn, max_cmd_sn=self.max_cmd_sn))
+
+    # ------------------------------------------------------------ TMF
+    def _tmf(self, req: TmfRequest) -> None:
+        function = req.function
+        response = TmfResponseCode.FUNCTION_COMPLETE
+        if self.params.discovery or self.lunmap is None:
+            self.reject(RejectReason.PROTOCOL_ERROR, _header_of(req))
+            return
+        if function == TmfFunction.ABORT_TASK:
+            task = self.tasks.get(req.referenced_task_tag)
+            if task is not None and task.cmd.lun == req.lun:
+                self._abort(task)
+            elif task is None and sn_lt(req.ref_cmd_sn, self.exp_cmd_sn):
+                # RFC 7143 11.6.1: the task was received and has completed already
+                response = TmfResponseCode.FUNCTION_COMPLETE
+            else:
+                response = TmfResponseCode.TASK_DOES_NOT_EXIST
+        elif function in (TmfFunction.ABORT_TASK_SET, TmfFunction.CLEAR_TASK_SET):
+            for task in [t for t in self.tasks.values() if t.cmd.lun == req.lun]:
+                self._abort(task)
+        elif function == TmfFunction.LOGICAL_UNIT_RESET:
+            lun = req.lun
+            if _lun_number(lun) not in self.lunmap:
+                response = TmfResponseCode.LUN_DOES_NOT_EXIST
+            else:
+                self.server.lu_reset(self, lun)
+        elif function in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
+            self.server.target_reset(self, cold=function == TmfFunction.TARGET_COLD_RESET)
+        elif function == TmfFunction.TASK_REASSIGN:
+            response = TmfResponseCode.REASSIGN_NOT_SUPPORTED
+        else:
+            response = TmfResponseCode.FUNCTION_NOT_SUPPORTED
+        self.send(TmfResponse(itt=req.itt, response=int(response), stat_sn=self.next_stat_sn(),
+                              exp_cmd_sn=self.exp_cmd_sn, max_cmd_sn=self.max_cmd_sn))
+        if function == TmfFunction.TARGET_COLD_RESET and response == TmfResponseCode.FUNCTION_COMPLETE:
+            # SAM: a cold reset drops every connection after the response
+            self.close()
+
+    def _abort(self, task: TargetTask) -> None:
+        """End a task without a SCSI Response (RFC 5047: Deallocate_Task_Resources)."""
+        task.abort()
+        self.finish_task(task)
+        self.deallocate_task(task.itt)
+
+    def abort_all(self, lun: int | None = None) -> None:
+        for task in list(self.tasks.values()):
+            if lun is None or task.cmd.lun == lun:
+                self._abort(task)
+
+    # ------------------------------------------------------------ Text
+    def _text_request(self, req: TextRequest) -> None:
+        if self._text is None or req.ttt == RESERVED_TAG:
+            self._text = TextExchange(self)
+        try:
+            rsp = self._text.handle(req)
+        except ValueError as exc:
+            log.warning("bad Text Request from %s: %s", self.initiator_name, exc)
+            self._text = None
+            self.reject(RejectReason.PROTOCOL_ERROR, _header_of(req))
+            return
+        if rsp.final and not rsp.cont:
+            self._text = None
+        self.send(rsp)
+
+    def text_response(self, req: TextRequest, *, data: bytes, final: bool, cont: bool, ttt: int) -> TextResponse:
+        return TextResponse(itt=req.itt, final=final, cont=cont, lun=req.lun, ttt=ttt,
+                            stat_sn=self.next_stat_sn(), exp_cmd_sn=self.exp_cmd_sn,
+                            max_cmd_sn=self.max_cmd_sn, data=data)
+
+    # ------------------------------------------------------------ Logout
+    def _logout(self, req: LogoutRequest) -> None:
+        if req.reason == LogoutReason.REMOVE_CONNECTION_FOR_RECOVERY:
+            code = LogoutResponseCode.RECOVERY_NOT_SUPPORTED
+        elif req.reason == LogoutReason.CLOSE_CONNECTION and req.cid != self.cid:
+            code = LogoutResponseCode.CID_NOT_FOUND
+        elif req.reason in (LogoutReason.CLOSE_SESSION, LogoutReason.CLOSE_CONNECTION):
+            code = LogoutResponseCode.SUCCESS
+        else:
+            self.reject(RejectReason.INVALID_PDU_FIELD, _header_of(req))
+            return
+        self.send(LogoutResponse(itt=req.itt, response=int(code), stat_sn=self.next_stat_sn(),
+                                 exp_cmd_sn=self.exp_cmd_sn, max_cmd_sn=self.max_cmd_sn,
+                                 time2wait=self.params.default_time2wait,
+                                 time2retain=self.params.default_time2retain))
+        if code == LogoutResponseCode.SUCCESS:
+            self.logged_out = True
+            # RFC 5047 11.1: the target terminates the connection after the Logout Response
+            self.close()
+
+    # ------------------------------------------------------------ Async
+    def async_logout_request(self, within_seconds: int = 10) -> None:
+        self.send(AsyncMessage(lun=0, stat_sn=self.next_stat_sn(), exp_cmd_sn=self.exp_cmd_sn,
+                               max_cmd_sn=self.max_cmd_sn, async_event=1, async_vcode=0,
+                               parameter1=0, parameter2=0, parameter3=within_seconds))
+
+    # ------------------------------------------------------------ teardown
+    def close(self) -> None:
+        """End the session from our side (logout, reinstatement, reset, shutdown)."""
+        self._shutdown(notify_datamover=True)
+
+    def _shutdown(self, *, notify_datamover: bool) -> None:
+        if self.closed:
+            return
+        for task in list(self.tasks.values()):
+            task.abort()
+        self.tasks.clear()
+        self._held.clear()
+        if notify_datamover:
+            if self.trace is not None:
+                self.trace.record("target", "connection_terminate")
+            try:
+                self.conn.connection_terminate()
+            except Exception:
+                log.exception("connection_terminate failed")
+        self.closed = True
+        if self.on_close is not None:
+            self.on_close(self)
+
+
+def _header_of(pdu: Pdu) -> bytes:
+    """The 48-byte BHS of a received PDU, for the data segment of a Reject."""
+    if isinstance(pdu, UnknownPdu):
+        return bytes(pdu.raw_bhs[:48])
+    try:
+        return encode_header(pdu)[:48]
+    except Exception:
+        return bytes(48)
+
+
+def _lun_number(raw: int) -> int:
+    from datamover.pdu import decode_lun
+
+    return decode_lun(raw)
+
+
+def _pdu_fields(pdu: Pdu) -> dict[str, object]:
+    """The transport-neutral fields of a PDU for DI traces."""
+    if isinstance(pdu, ScsiCommand):
+        return {"cdb": bytes(pdu.cdb[:1]).hex(), "edtl": pdu.expected_data_transfer_length,
+                "imm": len(pdu.data), "r": pdu.read, "w": pdu.write}
+    if isinstance(pdu, ScsiResponse):
+        return {"status": pdu.status, "response": pdu.response, "residual": pdu.residual,
+                "sense": len(pdu.data)}
+    if isinstance(pdu, DataOut):
+        return {"offset": pdu.buffer_offset, "length": len(pdu.data), "final": pdu.final}
+    if isinstance(pdu, (TmfRequest, TmfResponse)):
+        return {"f": getattr(pdu, "function", getattr(pdu, "response", 0))}
+    return {"length": len(pdu.data)}

@@ -1,0 +1,331 @@
+"""Loopback: an honest, deterministic, in-process realisation of the RFC 5047 DI.
+
+Both ends run in one event loop. Send_Control hands the PDU object to the peer (through
+``loop.call_soon``, so delivery order is call order and nothing re-enters the caller);
+Put_Data copies the burst into the initiator's read descriptor and Get_Data copies from its
+write descriptor at call time, which is what makes "data placed before the later response"
+hold, as on iSER. With ``check_codec`` every PDU is also encoded and decoded on the way,
+so a field the wire could not carry shows up here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Mapping
+from typing import ClassVar
+
+from datamover.capabilities import TransportCapabilities
+from datamover.di import (
+    AcceptCallback,
+    ConnectionClosed,
+    DataDescriptor,
+    DatamoverConnection,
+    DatamoverUpcalls,
+    Listener,
+    Portal,
+    Role,
+    Transport,
+)
+from datamover.pdu import DataIn, Pdu, R2T, ScsiCommand, ScsiResponse, decode, encode_header
+
+_CLOSED = object()
+
+
+def copy_into(dst: DataDescriptor, dst_offset: int, src: DataDescriptor) -> int:
+    """Copy the bytes of ``src`` into the scatter-gather list ``dst`` from ``dst_offset``.
+
+    Returns the number of bytes copied; raises IndexError if ``dst`` is too short.
+    """
+    chunks = [memoryview(m).cast("B") for m in src if len(m)]
+    total = sum(len(c) for c in chunks)
+    index = within = 0  # position in ``chunks``
+    position = copied = 0  # flat offset of the current dst segment; bytes placed
+    for segment in dst:
+        seg_len = len(segment)
+        if position + seg_len <= dst_offset:
+            position += seg_len
+            continue
+        inner = max(0, dst_offset - position)
+        while inner < seg_len and index < len(chunks):
+            chunk = chunks[index]
+            n = min(seg_len - inner, len(chunk) - within)
+            segment[inner:inner + n] = chunk[within:within + n]
+            inner += n
+            within += n
+            copied += n
+            if within == len(chunk):
+                index, within = index + 1, 0
+        position += seg_len
+        if index == len(chunks):
+            break
+    if copied < total:
+        raise IndexError(f"descriptor too short: {copied} of {total} bytes placed at offset {dst_offset}")
+    return copied
+
+
+def copy_from(src: DataDescriptor, src_offset: int, dst: DataDescriptor) -> int:
+    """Fill ``dst`` from the flat byte space of ``src`` starting at ``src_offset``."""
+    want = sum(len(m) for m in dst)
+    flat: list[memoryview] = []
+    position = 0
+    remaining = want
+    for segment in src:
+        seg_len = len(segment)
+        if position + seg_len <= src_offset:
+            position += seg_len
+            continue
+        start = max(0, src_offset - position)
+        take = min(seg_len - start, remaining)
+        flat.append(segment[start:start + take])
+        remaining -= take
+        position += seg_len
+        if remaining == 0:
+            break
+    if remaining:
+        raise IndexError(f"source descriptor too short for {want} bytes at offset {src_offset}")
+    return copy_into(dst, 0, flat)
+
+
+class LoopbackConnection(DatamoverConnection):
+    """One end of an in-process connection."""
+
+    def __init__(self, role: Role, local: Portal, peer_name: str, check_codec: bool) -> None:
+        super().__init__(role, local, peer_name)
+        self.peer_conn: LoopbackConnection | None = None
+        self._login_queue: asyncio.Queue[object] = asyncio.Queue()
+        self._upcalls: DatamoverUpcalls | None = None
+        self._early: list[Pdu] = []  # PDUs that arrived before we enabled
+        self._tasks: dict[int, tuple[DataDescriptor | None, DataDescriptor | None]] = {}
+        self._data_sn: dict[int, int] = {}
+        self._closed = False
+        self._allocated = False
+        self._check_codec = check_codec
+        self._loop = asyncio.get_running_loop()
+        self.counters = {"pdus_sent": 0, "pdus_received": 0, "payload_bytes": 0, "payload_copies": 0,
+                         "put_data": 0, "get_data": 0}
+
+    # -------------------------------------------------------------- login channel
+    async def login_send(self, pdu: Pdu) -> None:
+        peer = self._live_peer()
+        peer._login_queue.put_nowait(self._through_codec(pdu))
+        self.counters["pdus_sent"] += 1
+
+    async def login_recv(self, timeout: float | None = None) -> Pdu:
+        if self._closed:
+            raise ConnectionClosed("loopback connection closed")
+        try:
+            item = await asyncio.wait_for(self._login_queue.get(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError("no login PDU within the timeout") from None
+        if item is _CLOSED:
+            self._closed = True
+            raise ConnectionClosed("peer closed the loopback connection")
+        self.counters["pdus_received"] += 1
+        return item  # type: ignore[return-value]
+
+    # -------------------------------------------------------------- down-calls
+    def notice_key_values(self, keys: Mapping[str, str]) -> None:
+        self.keys = dict(keys)
+
+    async def allocate_connection_resources(self, resource_descriptor: object | None = None) -> bool:
+        self._allocated = True  # nothing to reserve in-process
+        return True
+
+    def deallocate_connection_resources(self) -> None:
+        self._allocated = False
+
+    async def enable_datamover(self, upcalls: DatamoverUpcalls, final_login_response: Pdu | None = None) -> None:
+        if final_login_response is not None:
+            await self.login_send(final_login_response)
+        self._upcalls = upcalls
+        early, self._early = self._early, []
+        for pdu in early:
+            self._loop.call_soon(self._deliver, pdu)
+
+    def send_control(self, pdu: Pdu, *, data_out: DataDescriptor | None = None,
+                     data_in: DataDescriptor | None = None, immediate_data_size: int = 0,
+                     unsolicited_data_size: int = 0) -> None:
+        if self._closed:
+            return
+        peer = self.peer_conn
+        if peer is None or peer._closed:
+            return
+        if isinstance(pdu, ScsiCommand) and self.role is Role.INITIATOR:
+            self._tasks[pdu.itt] = (data_out, data_in)
+        elif isinstance(pdu, ScsiResponse) and self.role is Role.TARGET:
+            pdu.exp_data_sn = self._data_sn.pop(pdu.itt, 0)
+        self.counters["pdus_sent"] += 1
+        if len(pdu.data):
+            # the peer gets its own bytes: the sender may reuse its buffer after the call
+            self.counters["payload_copies"] += len(pdu.data)
+            pdu.data = bytes(pdu.data)
+        self._loop.call_soon(peer._arrive, self._through_codec(pdu))
+
+    def put_data(self, header: DataIn, descriptor: DataDescriptor, notify: bool) -> None:
+        peer = self._live_peer()
+        task = peer._tasks.get(header.itt)
+        if task is None or task[1] is None:
+            self._protocol_failure(f"Put_Data for task {header.itt:#x} without a read buffer")
+            return
+        try:
+            n = copy_into(task[1], header.buffer_offset, descriptor)
+        except IndexError as exc:
+            self._protocol_failure(f"Put_Data outside the read buffer: {exc}")
+            return
+        self.counters["put_data"] += 1
+        self.counters["payload_bytes"] += n
+        self.counters["payload_copies"] += n
+        sn = self._data_sn.get(header.itt, 0)
+        self._data_sn[header.itt] = sn + 1
+        if notify:
+            self._loop.call_soon(self._notify_completion, header.itt, sn)
+
+    def get_data(self, r2t: R2T, descriptor: DataDescriptor, notify: bool) -> None:
+        peer = self._live_peer()
+        task = peer._tasks.get(r2t.itt)
+        if task is None or task[0] is None:
+            self._protocol_failure(f"Get_Data for task {r2t.itt:#x} without a write buffer")
+            return
+        try:
+            n = copy_from(task[0], r2t.buffer_offset, descriptor)
+        except IndexError as exc:
+            self._protocol_failure(f"Get_Data outside the write buffer: {exc}")
+            return
+        self.counters["get_data"] += 1
+        self.counters["payload_bytes"] += n
+        self.counters["payload_copies"] += n
+        self._data_sn[r2t.itt] = self._data_sn.get(r2t.itt, 0) + 1
+        if notify:
+            self._loop.call_soon(self._notify_completion, r2t.itt, r2t.r2t_sn)
+
+    def connection_terminate(self) -> None:
+        self._close(notify_self=False)
+
+    def deallocate_task_resources(self, itt: int) -> None:
+        self._tasks.pop(itt, None)
+        self._data_sn.pop(itt, None)
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counters)
+
+    # -------------------------------------------------------------- internals
+    def _live_peer(self) -> LoopbackConnection:
+        peer = self.peer_conn
+        if self._closed or peer is None or peer._closed:
+            raise ConnectionClosed("loopback connection closed")
+        return peer
+
+    def _through_codec(self, pdu: Pdu) -> Pdu:
+        if not self._check_codec:
+            return pdu
+        header = encode_header(pdu)
+        return decode(header, bytes(pdu.data))
+
+    def _arrive(self, pdu: Pdu) -> None:
+        if self._closed:
+            return
+        self.counters["pdus_received"] += 1
+        if self._upcalls is None:
+            self._early.append(pdu)
+            return
+        self._deliver(pdu)
+
+    def _deliver(self, pdu: Pdu) -> None:
+        if self._closed or self._upcalls is None:
+            return
+        if isinstance(pdu, ScsiResponse) and self.role is Role.INITIATOR:
+            self._tasks.pop(pdu.itt, None)  # the datamover frees task resources itself
+        self._upcalls.control_notify(self, pdu)
+
+    def _notify_completion(self, itt: int, sn: int) -> None:
+        if not self._closed and self._upcalls is not None:
+            self._upcalls.data_completion_notify(self, itt, sn)
+
+    def _protocol_failure(self, why: str) -> None:
+        # a data transfer the peer's buffers cannot satisfy: like a bad STag on iSER, the
+        # connection is unusable; both ends learn it through Connection_Terminate_Notify
+        self.last_error = why
+        self._close(notify_self=True)
+
+    def _close(self, *, notify_self: bool) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._tasks.clear()
+        peer = self.peer_conn
+        if peer is not None and not peer._closed:
+            peer._login_queue.put_nowait(_CLOSED)
+            if peer._upcalls is not None:
+                self._loop.call_soon(peer._peer_gone)
+            else:
+                peer._pending_close = True
+        if notify_self and self._upcalls is not None:
+            self._loop.call_soon(self._upcalls.connection_terminate_notify, self)
+
+    def _peer_gone(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._tasks.clear()
+        if self._upcalls is not None:
+            self._upcalls.connection_terminate_notify(self)
+
+    _pending_close = False
+
+
+class LoopbackListener(Listener):
+    def __init__(self, transport_cls: type[LoopbackTransport], portal: Portal, on_accept: AcceptCallback) -> None:
+        self.portal = portal
+        self.on_accept = on_accept
+        self._cls = transport_cls
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        self._cls._listeners.pop((self.portal.host, self.portal.port), None)
+
+
+class LoopbackTransport(Transport):
+    """In-process transport; portals are names in a per-process table, not sockets."""
+
+    name = "loopback"
+    _listeners: ClassVar[dict[tuple[str, int], LoopbackListener]] = {}
+    _ports = itertools.count(40000)
+
+    @classmethod
+    def capabilities(cls) -> TransportCapabilities:
+        return TransportCapabilities(
+            header_digest=False, data_digest=False, phase_collapse=False,
+            error_recovery_levels=frozenset({0}), data_pdus_on_wire=False, zero_copy=False,
+            cross_process=False, records_trace=True, provider="in-process",
+        )
+
+    @classmethod
+    def option_names(cls) -> Mapping[str, type]:
+        return {"check_codec": bool}
+
+    async def listen(self, portal: Portal, on_accept: AcceptCallback) -> Listener:
+        if portal.port == 0:
+            portal = Portal(portal.host, next(self._ports), portal.tpgt)
+        key = (portal.host, portal.port)
+        if key in self._listeners:
+            raise OSError(f"loopback portal {portal} is already in use")
+        listener = LoopbackListener(type(self), portal, on_accept)
+        self._listeners[key] = listener
+        return listener
+
+    async def connect(self, portal: Portal, timeout: float | None = None) -> DatamoverConnection:
+        listener = self._listeners.get((portal.host, portal.port))
+        if listener is None:
+            raise ConnectionRefusedError(f"no loopback target listening on {portal}")
+        check = bool(self.options.get("check_codec", False))
+        initiator = LoopbackConnection(Role.INITIATOR, portal, f"loopback:{portal}", check)
+        target = LoopbackConnection(Role.TARGET, listener.portal, "loopback:initiator", check)
+        initiator.peer_conn, target.peer_conn = target, initiator
+        task = asyncio.get_running_loop().create_task(listener.on_accept(target))
+        listener._tasks.add(task)
+        task.add_done_callback(listener._tasks.discard)
+        return initiator
+
+    def describe(self) -> str:
+        return "loopback (in-process, one memcpy per payload byte)"
