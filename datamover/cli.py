@@ -89,7 +89,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     for info in registry:
         caps = info.capabilities
         rows.append((info.name, f"{info.distribution} {info.version}".strip(), info.module, " ".join(caps.summary())))
-    width = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
+    headers = ("TRANSPORT", "DISTRIBUTION", "MODULE")
+    width = [max([len(headers[i])] + [len(r[i]) for r in rows]) for i in range(3)]
     print(f"{'TRANSPORT':<{width[0]}}  {'DISTRIBUTION':<{width[1]}}  {'MODULE':<{width[2]}}  CAPABILITIES")
     for name, dist, module, caps_text in rows:
         print(f"{name:<{width[0]}}  {dist:<{width[1]}}  {module:<{width[2]}}  {caps_text}")

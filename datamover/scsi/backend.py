@@ -1,0 +1,269 @@
+"""Storage behind a logical unit: a byte-addressed medium with scatter-gather I/O.
+
+The LU speaks blocks; a backend speaks bytes, so one backend type serves any block size.
+Backends never copy in Python: reads land in the caller's memoryview
+(``os.preadv``), writes go from the caller's memoryviews (``os.pwritev``).
+
+Backends are not thread-safe by themselves; calls from several threads need a lock in the
+caller, except that ``read_into``/``write_from`` on a :class:`FileBackend` map to
+positional syscalls and may overlap safely.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = ["Backend", "BackendError", "MemoryBackend", "FileBackend", "Buffers"]
+
+#: what ``write_from`` accepts: one buffer or a scatter-gather list of them
+Buffers = memoryview | bytes | bytearray | Sequence[memoryview | bytes | bytearray]
+
+#: Linux caps one read/write syscall at 0x7ffff000 bytes; longer requests come back short.
+_ZERO_CHUNK = 1 << 20
+
+
+class BackendError(OSError):
+    """A backend could not be opened, or an access failed or fell outside the medium."""
+
+
+def _as_list(buf: Buffers) -> list[memoryview]:
+    if isinstance(buf, (memoryview, bytes, bytearray)):
+        return [memoryview(buf)]
+    return [memoryview(b) for b in buf]
+
+
+def _check_size(size: int, block_size: int, what: str) -> None:
+    if block_size <= 0:
+        raise BackendError(f"block size {block_size} must be positive")
+    if size <= 0:
+        raise BackendError(f"{what}: size {size} bytes; a LUN needs at least one block")
+    if size % block_size:
+        raise BackendError(f"{what}: size {size} is not a multiple of the block size {block_size}")
+
+
+class Backend(abc.ABC):
+    """A fixed-size medium. ``size`` is in bytes and stays constant while open."""
+
+    size: int
+
+    @abc.abstractmethod
+    def read_into(self, offset: int, buf: memoryview) -> None:
+        """Fill all of ``buf`` from ``offset``; raise :class:`BackendError` on failure."""
+
+    @abc.abstractmethod
+    def write_from(self, offset: int, buf: Buffers) -> None:
+        """Write ``buf`` (or the buffers of a list, back to back) at ``offset``."""
+
+    def flush(self) -> None:
+        """Make every completed write durable (SYNCHRONIZE CACHE, FUA)."""
+
+    def close(self) -> None:
+        """Release the medium; later calls may fail."""
+
+    def write_zeroes(self, offset: int, length: int) -> None:
+        """Zero a range (WRITE SAME, UNMAP later); backends may override with a hole punch."""
+        self._check_range(offset, length)
+        zero = memoryview(bytes(min(length, _ZERO_CHUNK)))
+        while length:
+            n = min(length, len(zero))
+            self.write_from(offset, zero[:n])
+            offset += n
+            length -= n
+
+    def _check_range(self, offset: int, length: int) -> None:
+        # The LU checks LBA ranges before calling; this guards direct callers and bugs.
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise BackendError(f"access [{offset}, {offset + length}) outside medium of {self.size} bytes")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class MemoryBackend(Backend):
+    """A RAM disk: one ``bytearray``. Reads and writes are slice assignments (memcpy)."""
+
+    def __init__(self, size: int, *, block_size: int = 512) -> None:
+        _check_size(size, block_size, "memory backend")
+        self.size = size
+        self._data = bytearray(size)
+        self._view = memoryview(self._data)
+
+    def read_into(self, offset: int, buf: memoryview) -> None:
+        n = len(buf)
+        if offset < 0 or offset + n > self.size:
+            self._check_range(offset, n)
+        buf[:] = self._view[offset : offset + n]
+
+    def write_from(self, offset: int, buf: Buffers) -> None:
+        view = self._view
+        if isinstance(buf, (memoryview, bytes, bytearray)):
+            n = len(buf) if not isinstance(buf, memoryview) else buf.nbytes
+            if offset < 0 or offset + n > self.size:
+                self._check_range(offset, n)
+            view[offset : offset + n] = buf
+            return
+        parts = _as_list(buf)
+        self._check_range(offset, sum(p.nbytes for p in parts))
+        for part in parts:
+            view[offset : offset + part.nbytes] = part
+            offset += part.nbytes
+
+    def close(self) -> None:
+        # Keep the data: a closed RAM disk has nothing to give back but memory, and tests
+        # often inspect it afterwards.
+        pass
+
+    @property
+    def view(self) -> memoryview:
+        """The whole medium, for tests and zero-copy readers."""
+        return self._view
+
+
+class FileBackend(Backend):
+    """A LUN stored in a file or block device, accessed with ``preadv``/``pwritev``.
+
+    Opening rules (chosen to never lose data silently):
+
+    * missing file: created with ``size`` bytes as a sparse file (``ftruncate``);
+      ``size`` is required then, and ``read_only`` forbids creating;
+    * existing file, ``size`` None or equal: used at its current size;
+    * existing file, ``size`` larger: grown sparse to ``size`` (not when read-only);
+    * existing file, ``size`` smaller: :class:`BackendError` (we never shrink a LUN);
+    * a block device is used at its size and never resized.
+
+    The size must be a positive multiple of ``block_size``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        size: int | None = None,
+        *,
+        read_only: bool = False,
+        block_size: int = 512,
+    ) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._fd = -1
+        flags = (os.O_RDONLY if read_only else os.O_RDWR) | getattr(os, "O_CLOEXEC", 0)
+        created = False
+        try:
+            try:
+                fd = os.open(self.path, flags)
+            except FileNotFoundError:
+                if read_only:
+                    raise BackendError(f"{self.path}: no such file (read-only LUNs are never created)") from None
+                if size is None:
+                    raise BackendError(f"{self.path}: no such file, and no size given to create it") from None
+                _check_size(size, block_size, str(self.path))
+                fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+                created = True
+        except BackendError:
+            raise
+        except OSError as exc:
+            raise BackendError(exc.errno, f"{self.path}: cannot open: {exc.strerror}") from exc
+        self._fd = fd
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISDIR(st.st_mode):
+                raise BackendError(f"{self.path}: is a directory")
+            regular = stat.S_ISREG(st.st_mode)
+            # lseek(SEEK_END) gives the size of regular files and block devices alike
+            current = os.lseek(fd, 0, os.SEEK_END)
+            if created or (size is not None and regular and size > current):
+                if read_only:
+                    raise BackendError(f"{self.path}: {current} bytes, cannot grow to {size} read-only")
+                assert size is not None
+                _check_size(size, block_size, str(self.path))
+                os.ftruncate(fd, size)  # sparse: no blocks are allocated
+                current = size
+            elif size is not None and size != current:
+                raise BackendError(
+                    f"{self.path}: holds {current} bytes but {size} were asked; refusing to shrink or resize"
+                )
+            _check_size(current, block_size, str(self.path))
+            self.size = current
+        except BaseException:
+            os.close(fd)
+            self._fd = -1
+            if created:
+                os.unlink(self.path)
+            raise
+
+    @property
+    def fd(self) -> int:
+        """The open file descriptor (for sendfile/splice-style transports)."""
+        return self._fd
+
+    def read_into(self, offset: int, buf: memoryview) -> None:
+        n = buf.nbytes
+        if offset < 0 or offset + n > self.size:
+            self._check_range(offset, n)
+        try:
+            got = os.preadv(self._fd, [buf], offset)
+            while got < n:  # short read: huge request, or the file shrank under us
+                more = os.preadv(self._fd, [buf[got:]], offset + got)
+                if more == 0:
+                    raise BackendError(f"{self.path}: end of file at {offset + got}, medium is {self.size} bytes")
+                got += more
+        except BackendError:
+            raise
+        except OSError as exc:
+            raise BackendError(exc.errno, f"{self.path}: read at {offset}: {exc.strerror}") from exc
+
+    def write_from(self, offset: int, buf: Buffers) -> None:
+        parts = _as_list(buf)
+        n = sum(p.nbytes for p in parts)
+        if offset < 0 or offset + n > self.size:
+            self._check_range(offset, n)
+        try:
+            done = os.pwritev(self._fd, parts, offset)
+            while done < n:  # short write: advance through the list and retry
+                skip = done
+                rest: list[memoryview] = []
+                for p in parts:
+                    if skip >= p.nbytes:
+                        skip -= p.nbytes
+                        continue
+                    rest.append(p[skip:])
+                    skip = 0
+                more = os.pwritev(self._fd, rest, offset + done)
+                if more == 0:
+                    raise BackendError(f"{self.path}: write at {offset + done} made no progress")
+                done += more
+        except BackendError:
+            raise
+        except OSError as exc:
+            raise BackendError(exc.errno, f"{self.path}: write at {offset}: {exc.strerror}") from exc
+
+    def flush(self) -> None:
+        if self.read_only:
+            return
+        try:
+            os.fdatasync(self._fd)
+        except OSError as exc:
+            raise BackendError(exc.errno, f"{self.path}: flush: {exc.strerror}") from exc
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+
+    def __del__(self) -> None:
+        # Last resort against fd leaks; close() is the real API.
+        if getattr(self, "_fd", -1) >= 0:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The default test suite (what CI runs): installs what it needs, then runs pytest.
+# pytest exits 5 when it collected nothing; that is a failure here, never a pass.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh || exit 1
+.venv/bin/python -m pytest -q "$@"
+status=$?
+if [ "$status" -eq 5 ]; then
+    echo "test: pytest ran no tests; failing" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,62 @@
+"""ERL 0 recovery and task management over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+from tests.conftest import make_session, running_target
+
+
+async def test_erl0_reinstatement_reissues_unanswered_commands() -> None:
+    """RFC 7143 7.1.4.1: after a connection loss the initiator logs in again (same ISID,
+    TSIH 0) and re-issues every command without a response; nothing acknowledged is lost."""
+    async with running_target(keys={"InitialR2T": "Yes"}) as (server, portal):
+        session = make_session("loopback", portal, recovery_backoff=(0.01, 0.1))
+        await session.login()
+        rng = random.Random(3)
+        blocks = [rng.randbytes(64 * 1024) for _ in range(64)]
+
+        async def drop_soon() -> None:
+            await asyncio.sleep(0)
+            for target_session in list(server.sessions.values()):
+                target_session.close()  # the target vanishes mid-I/O
+
+        writes = [session.write_blocks(0, i * 128, blocks[i]) for i in range(64)]
+        await asyncio.gather(drop_soon(), *writes)
+        assert session.recoveries >= 1
+        for i in range(64):
+            assert bytes(await session.read_blocks(0, i * 128, 128)) == blocks[i]
+        await session.logout()
+
+
+async def test_abort_task_and_lun_reset() -> None:
+    """RFC 7143 11.5: ABORT TASK of an active task completes it without a SCSI Response."""
+    import struct
+
+    from datamover.session.errors import TaskAborted
+
+    keys = {"InitialR2T": "No", "ImmediateData": "No", "FirstBurstLength": "4096"}
+    async with running_target(keys=keys) as (server, portal):
+        session = make_session("loopback", portal, keys=keys)
+        await session.login()
+        assert await session.lun_reset(0) == 0
+        assert await session.abort_task(0x12345, 0) in (0, 1)  # no such task
+        # a TMF on a LUN that does not exist
+        assert await session.task_management(5, lun=7) == 2
+        # abort a real task: hold a write open by withholding the target's data collection
+        cdb = struct.pack(">BBQIBB", 0x8A, 0, 0, 8, 0, 0)
+        task = asyncio.ensure_future(session.execute(0, cdb, data_out=bytes(4096)))
+        await asyncio.sleep(0)
+        itt = max(session._pending)  # the write's ITT
+        response = await session.abort_task(itt, 0)
+        assert response in (0, 1)
+        if response == 0:
+            try:
+                await task
+            except TaskAborted:
+                pass
+        else:
+            await task
+        assert (await session.test_unit_ready()).good
+        await session.logout()

@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from datamover.scsi import Backend, BackendError, FileBackend, MemoryBackend
+
+SIZE = 64 * 1024
+
+
+def test_memory_read_write() -> None:
+    b = MemoryBackend(SIZE)
+    b.write_from(100, memoryview(b"hello"))
+    out = bytearray(7)
+    b.read_into(99, memoryview(out))
+    assert out == b"\0hello\0"
+
+
+def test_scatter_gather_write() -> None:
+    for b in (MemoryBackend(SIZE),):
+        b.write_from(10, [memoryview(b"ab"), memoryview(b"cde"), b"f"])
+        out = bytearray(6)
+        b.read_into(10, memoryview(out))
+        assert out == b"abcdef"
+
+
+@pytest.mark.parametrize("size", [0, -512, 1000])
+def test_memory_bad_sizes(size: int) -> None:
+    with pytest.raises(BackendError):
+        MemoryBackend(size)
+
+
+def test_out_of_range_access(tmp_path: Path) -> None:
+    for b in (MemoryBackend(SIZE), FileBackend(tmp_path / "f", SIZE)):
+        with b:
+            with pytest.raises(BackendError):
+                b.read_into(SIZE - 2, memoryview(bytearray(4)))
+            with pytest.raises(BackendError):
+                b.write_from(-1, b"x")
+            with pytest.raises(BackendError):
+                b.write_from(SIZE - 1, [b"a", b"b"])
+
+
+def test_file_created_sparse(tmp_path: Path) -> None:
+    path = tmp_path / "lun.img"
+    size = 256 << 20
+    with FileBackend(path, size) as b:
+        assert b.size == size
+        st_ = os.stat(path)
+        assert st_.st_size == size
+        # sparse: far fewer 512-byte blocks allocated than the size implies
+        assert st_.st_blocks * 512 < 1 << 20
+
+
+def test_file_persists_across_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "lun.img"
+    with FileBackend(path, SIZE) as b:
+        b.write_from(4096, [memoryview(b"persist"), memoryview(b"ent")])
+        b.flush()
+    with FileBackend(path) as b:  # no size: use the file's
+        assert b.size == SIZE
+        out = bytearray(10)
+        b.read_into(4096, memoryview(out))
+        assert out == b"persistent"
+
+
+def test_file_grows_sparse_but_never_shrinks(tmp_path: Path) -> None:
+    path = tmp_path / "lun.img"
+    FileBackend(path, SIZE).close()
+    with FileBackend(path, 2 * SIZE) as b:
+        assert b.size == 2 * SIZE
+    assert path.stat().st_size == 2 * SIZE
+    with pytest.raises(BackendError, match="refusing to shrink"):
+        FileBackend(path, SIZE)
+    assert path.stat().st_size == 2 * SIZE
+
+
+def test_file_open_errors(tmp_path: Path) -> None:
+    with pytest.raises(BackendError, match="no size"):
+        FileBackend(tmp_path / "missing")
+    with pytest.raises(BackendError, match="read-only"):
+        FileBackend(tmp_path / "missing", SIZE, read_only=True)
+    with pytest.raises(BackendError):
+        FileBackend(tmp_path / "zero", 0)
+    assert not (tmp_path / "zero").exists()  # a refused create leaves nothing behind
+    with pytest.raises(BackendError, match="multiple"):
+        FileBackend(tmp_path / "odd", 1000)
+    with pytest.raises(BackendError):
+        FileBackend(tmp_path, SIZE)  # a directory
+    with pytest.raises(BackendError, match="cannot open"):
+        FileBackend(tmp_path / "no" / "such" / "dir", SIZE)
+    (tmp_path / "empty").touch()
+    with pytest.raises(BackendError):
+        FileBackend(tmp_path / "empty")
+    (tmp_path / "ragged").write_bytes(b"x" * 1000)
+    with pytest.raises(BackendError, match="multiple"):
+        FileBackend(tmp_path / "ragged")
+
+
+def test_file_unreadable(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions")
+    path = tmp_path / "locked"
+    path.write_bytes(bytes(SIZE))
+    path.chmod(0)
+    with pytest.raises(BackendError, match="cannot open"):
+        FileBackend(path)
+
+
+def test_file_read_only(tmp_path: Path) -> None:
+    path = tmp_path / "ro.img"
+    FileBackend(path, SIZE).close()
+    with FileBackend(path, read_only=True) as b:
+        assert b.read_only
+        b.read_into(0, memoryview(bytearray(512)))
+        with pytest.raises(BackendError):
+            b.write_from(0, b"x" * 512)
+        b.flush()  # nothing to flush, no error
+        with pytest.raises(BackendError):
+            FileBackend(path, 2 * SIZE, read_only=True)
+
+
+def test_write_zeroes(tmp_path: Path) -> None:
+    for b in (MemoryBackend(SIZE), FileBackend(tmp_path / "z", SIZE)):
+        with b:
+            b.write_from(0, b"\xff" * SIZE)
+            b.write_zeroes(512, 1024)
+            out = bytearray(2048)
+            b.read_into(0, memoryview(out))
+            assert out == b"\xff" * 512 + bytes(1024) + b"\xff" * 512
+
+
+_ops = st.lists(
+    st.tuples(
+        st.booleans(),
+        st.integers(0, SIZE - 1),
+        st.integers(1, 3000),
+        st.integers(0, 255),
+        st.integers(1, 3),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(_ops)
+def test_memory_file_parity(tmp_path: Path, ops: list[tuple[bool, int, int, int, int]]) -> None:
+    """Random write/read sequences give identical results on both backends."""
+    path = tmp_path / f"parity-{os.urandom(4).hex()}"
+    backends: list[Backend] = [MemoryBackend(SIZE), FileBackend(path, SIZE)]
+    try:
+        for is_write, offset, length, fill, pieces in ops:
+            length = min(length, SIZE - offset)
+            if is_write:
+                data = bytes((fill + i) & 0xFF for i in range(length))
+                step = max(1, length // pieces)
+                parts = [memoryview(data)[i : i + step] for i in range(0, length, step)]
+                for b in backends:
+                    b.write_from(offset, parts)
+            else:
+                outs = []
+                for b in backends:
+                    out = bytearray(length)
+                    b.read_into(offset, memoryview(out))
+                    outs.append(out)
+                assert outs[0] == outs[1]
+        whole = []
+        for b in backends:
+            out = bytearray(SIZE)
+            b.read_into(0, memoryview(out))
+            whole.append(out)
+        assert whole[0] == whole[1]
+    finally:
+        for b in backends:
+            b.close()
+        path.unlink()
