@@ -1,0 +1,122 @@
+"""CRC32C known answers (RFC 3720 B.4), fallback agreement, and digest checking."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from types import ModuleType
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from datamover.pdu import (
+    DataOut,
+    DigestError,
+    NopOut,
+    RejectReason,
+    crc32c,
+    decode_pdu,
+    digest,
+    encode_bytes,
+)
+
+# the package re-exports the function digest(), which shadows the submodule's attribute name
+digest_module = importlib.import_module("datamover.pdu.digest")
+
+RFC3720_VECTORS = [
+    ("32 zero bytes", bytes(32), 0x8A9136AA),
+    ("32 0xff bytes", b"\xff" * 32, 0x62A8AB43),
+    ("incrementing 0..31", bytes(range(32)), 0x46DD794E),
+    ("decrementing 31..0", bytes(range(31, -1, -1)), 0x113FDB5C),
+    (
+        "iSCSI read command",
+        bytes.fromhex(
+            "01c000000000000000000000000000001400000000000400000000140000001828000000000000000200000000000000"
+        ),
+        0xD9963A56,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "crc"), RFC3720_VECTORS, ids=[v[0] for v in RFC3720_VECTORS])
+def test_rfc3720_vectors(name: str, data: bytes, crc: int) -> None:
+    assert crc32c(data) == crc
+    assert digest_module.crc32c_python(data) == crc
+    assert digest([data]) == crc.to_bytes(4, "little")
+
+
+def test_zero_vector_wire_bytes() -> None:
+    assert digest([bytes(32)]) == b"\xaa\x36\x91\x8a"
+
+
+def test_native_package_in_use() -> None:
+    if not digest_module.NATIVE:
+        pytest.skip("PyPI crc32c package not installed; the pure-Python fallback is in use")
+    assert digest_module.crc32c is not digest_module.crc32c_python
+
+
+@settings(max_examples=60, deadline=None)
+@given(chunks=st.lists(st.binary(max_size=300), max_size=5))
+def test_fallback_agrees_with_package_incrementally(chunks: list[bytes]) -> None:
+    whole = b"".join(chunks)
+    value = 0
+    for chunk in chunks:
+        value = digest_module.crc32c_python(chunk, value)
+    assert value == crc32c(whole)
+    assert digest(chunks) == digest([whole]) == value.to_bytes(4, "little")
+
+
+def _load_digest_without_package(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.setitem(sys.modules, "crc32c", None)  # makes "import crc32c" fail
+    spec = importlib.util.find_spec("datamover.pdu.digest")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fallback_used_when_package_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = _load_digest_without_package(monkeypatch)
+    assert module.NATIVE is False
+    assert module.crc32c is module.crc32c_python
+    assert module.digest([bytes(16), bytes(16)]) == b"\xaa\x36\x91\x8a"
+
+
+def _pdu_with_data() -> DataOut:
+    return DataOut(itt=1, ttt=2, data_sn=3, buffer_offset=0, data=b"hello world")  # 11 bytes: 1 pad byte
+
+
+@pytest.mark.parametrize("offset", [0, 20, 47])
+def test_header_digest_mismatch(offset: int) -> None:
+    wire = bytearray(encode_bytes(_pdu_with_data(), header_digest=True, data_digest=True))
+    wire[offset] ^= 0x01
+    with pytest.raises(DigestError) as info:
+        decode_pdu(wire, header_digest=True, data_digest=True)
+    assert info.value.which == "header"
+    assert len(info.value.header) == 48
+
+
+@pytest.mark.parametrize("where", ["data", "pad", "digest"])
+def test_data_digest_mismatch(where: str) -> None:
+    wire = bytearray(encode_bytes(_pdu_with_data(), header_digest=True, data_digest=True))
+    index = {"data": 52, "pad": 52 + 11, "digest": len(wire) - 1}[where]
+    wire[index] ^= 0x80
+    with pytest.raises(DigestError) as info:
+        decode_pdu(wire, header_digest=True, data_digest=True)
+    assert info.value.which == "data"
+    assert info.value.reject_reason == RejectReason.DATA_DIGEST_ERROR
+    assert bytes(info.value.header) == bytes(wire[:48])
+
+
+def test_header_digest_checked_before_data_arrives() -> None:
+    wire = bytearray(encode_bytes(_pdu_with_data(), header_digest=True))
+    wire[30] ^= 0xFF
+    with pytest.raises(DigestError):
+        decode_pdu(wire[:52], header_digest=True)  # header + digest only
+
+
+def test_no_data_digest_without_data() -> None:
+    wire = encode_bytes(NopOut(itt=1), header_digest=False, data_digest=True)
+    assert len(wire) == 48
+    assert decode_pdu(wire, data_digest=True) == (NopOut(itt=1), 48)
