@@ -59,6 +59,7 @@ class TargetServer:
         self.sessions: dict[int, TargetSession] = {}
         self.listeners: list[Listener] = []
         self._login_tasks: set[asyncio.Task[None]] = set()
+        self._keepalive_task: asyncio.Task[None] | None = None
         self._next_tsih = secrets.randbelow(0xFFF0) + 1
 
     # ---------------------------------------------------------------- lifecycle
@@ -68,9 +69,22 @@ class TargetServer:
             listener = await self.transport.listen(portal, self._on_accept)
             self.listeners.append(listener)
             log.info("listening on %s (%s)", listener.portal, self.transport.describe())
+        if self.config.nop_interval > 0:
+            self._keepalive_task = asyncio.get_running_loop().create_task(self._keepalive())
         return [listener.portal for listener in self.listeners]
 
+    async def _keepalive(self) -> None:
+        """NOP-In keepalive (RFC 7143 11.19): ping idle initiators, drop silent ones."""
+        interval = self.config.nop_interval
+        while True:
+            await asyncio.sleep(min(interval, 1.0))
+            for session in list(self.sessions.values()):
+                session.keepalive(interval, self.config.nop_timeout)
+
     async def stop(self) -> None:
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+            self._keepalive_task = None
         for listener in self.listeners:
             await listener.close()
         self.listeners.clear()

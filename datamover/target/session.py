@@ -98,6 +98,8 @@ class TargetSession:
         #: I_T nexus identifier (SAM): initiator port = name + ISID, target port = name + TPGT
         self.nexus = f"{initiator_name},i,0x{isid:012x}|{target.iqn if target else 'discovery'}"
         self.counters = {"commands": 0, "rejects": 0, "bytes_in": 0, "bytes_out": 0}
+        self.last_heard = 0.0  # loop time of the last PDU from the initiator
+        self.ping_outstanding: float | None = None  # loop time of an unanswered NOP-In ping
 
     # ---------------------------------------------------------------- numbers
     @property
@@ -138,6 +140,8 @@ class TargetSession:
         if self.trace is not None:
             self.trace.record("target", "control_notify", pdu=type(pdu).__name__, itt=pdu.itt,
                               **_pdu_fields(pdu))
+        self.last_heard = _now()
+        self.ping_outstanding = None  # any PDU proves the initiator is alive
         try:
             self._receive(pdu)
         except Exception:  # a handler bug must not kill the connection's reader
@@ -285,6 +289,20 @@ class TargetSession:
         self.send(NopIn(itt=pdu.itt, lun=pdu.lun, ttt=RESERVED_TAG, stat_sn=self.next_stat_sn(),
                         exp_cmd_sn=self.exp_cmd_sn, max_cmd_sn=self.max_cmd_sn, data=data))
 
+    def keepalive(self, interval: float, timeout: float) -> None:
+        """Called periodically: ping an idle initiator; drop one that stays silent."""
+        if self.closed:
+            return
+        now = _now()
+        if self.ping_outstanding is not None:
+            if now - self.ping_outstanding > timeout:
+                log.warning("session %#x: no answer to NOP-In for %.1f s; closing", self.tsih, timeout)
+                self.close()
+            return
+        if now - self.last_heard >= interval:
+            self.ping_outstanding = now
+            self.ping()
+
     def ping(self) -> None:
         """Send a NOP-In ping (TTT != 0xffffffff) that the initiator must answer."""
         self.send(NopIn(itt=RESERVED_TAG, lun=0, ttt=self.new_ttt(), stat_sn=self.stat_sn,
@@ -406,6 +424,17 @@ class TargetSession:
         self.closed = True
         if self.on_close is not None:
             self.on_close(self)
+
+
+def _now() -> float:
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop().time()
+    except RuntimeError:
+        import time
+
+        return time.monotonic()
 
 
 def _header_of(pdu: Pdu) -> bytes:
