@@ -74,7 +74,7 @@ async def initiator_login(
     if config.alias:
         declaratives.append(("InitiatorAlias", config.alias))
     if session_type == "Discovery":
-        declaratives.append(("SessionType", "Discovery"))
+        pass  # the negotiator declares SessionType=Discovery itself in its first offers
     else:
         if not target_name:
             raise LoginError(LoginStatus.MISSING_PARAMETER, "a Normal session needs a target name")

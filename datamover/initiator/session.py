@@ -128,6 +128,7 @@ class InitiatorSession:
         self._window = asyncio.Event()
         self._state = "new"  # new, up, recovering, closing, closed
         self._up = asyncio.Event()
+        self._terminated = asyncio.Event()
         self._recovery_task: asyncio.Task[None] | None = None
         self._nop_task: asyncio.Task[None] | None = None
         self.recoveries = 0
@@ -198,6 +199,15 @@ class InitiatorSession:
                 itt=itt, reason=0, cid=0, cmd_sn=sn, exp_stat_sn=self.exp_stat_sn))
             await self._send_ordered(pending)
             await asyncio.wait_for(pending.future, timeout)
+            # RFC 5047 11.1: after the Logout Response the target terminates the connection
+            # and we learn it through Connection_Terminate_Notify; wait a little for that
+            # so every transport ends the same way, then close ourselves if it did not come
+            if self.conn is not None:
+                self._terminated.clear()
+                try:
+                    await asyncio.wait_for(self._terminated.wait(), 2.0)
+                except asyncio.TimeoutError:
+                    pass
         except (asyncio.TimeoutError, SessionClosed, ConnectionError, RejectedError) as exc:
             log.info("logout did not complete cleanly: %s", exc)
         finally:
@@ -566,6 +576,7 @@ class InitiatorSession:
             return
         self._record("connection_terminate_notify")
         self.conn = None
+        self._terminated.set()
         if self._state == "closing":
             self._state = "closed"
             self._fail_all(SessionClosed("connection closed after logout"))

@@ -154,9 +154,14 @@ class TargetSession:
         self._shutdown(notify_datamover=False)
 
     def data_completion_notify(self, conn: DatamoverConnection, itt: int, sn: int) -> None:
-        if self.trace is not None:
-            self.trace.record("target", "data_completion_notify", itt=itt, sn=sn)
         task = self.tasks.get(itt)
+        if self.trace is not None:
+            # an R2TSN is the core's number; a Put_Data's DataSN depends on how the
+            # transport split the burst, so it stays out of the comparable trace
+            if task is not None and sn in task.outstanding:
+                self.trace.record("target", "data_completion_notify", itt=itt, kind="get_data", sn=sn)
+            else:
+                self.trace.record("target", "data_completion_notify", itt=itt, kind="put_data")
         if task is not None:
             try:
                 task.data_complete(sn)
