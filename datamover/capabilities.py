@@ -50,6 +50,9 @@ class TransportCapabilities:
     error_recovery_levels: frozenset[int] = frozenset({0})
     login_keys: tuple[KeyRow, ...] = ()
     forced_keys: tuple[tuple[str, str], ...] = ()
+    #: values this transport prefers when the configuration is silent (over the core's
+    #: defaults, under the user's [keys]); e.g. iSER prefers RDMA Read over R2T-less bursts
+    preferred_keys: tuple[tuple[str, str], ...] = ()
     ignored_keys: frozenset[str] = frozenset()
     recv_limit_key_initiator: str = "MaxRecvDataSegmentLength.initiator"
     recv_limit_key_target: str = "MaxRecvDataSegmentLength.target"

@@ -277,6 +277,19 @@ class DatamoverConnection(abc.ABC):
         task that a SCSI Response ended: the datamover frees those itself."""
 
     # ------------------------------------------------------------------ optional
+    def alloc_buffer(self, size: int) -> memoryview:
+        """A writable data buffer this datamover moves best (registered memory on RDMA).
+
+        Beyond RFC 5047, optional: the core takes task buffers from here so that Put_Data
+        and Get_Data work on memory the transport can use directly (no bounce copy, no
+        per-I/O registration). The default is ordinary memory.
+        """
+        return memoryview(bytearray(size))
+
+    def release_buffer(self, buf: memoryview) -> None:
+        """Give back a buffer from :meth:`alloc_buffer` once no transfer uses it."""
+        return None
+
     def stats(self) -> dict[str, int]:
         """Counters for reports: PDUs or verbs operations, payload bytes and copies."""
         return {}

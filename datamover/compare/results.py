@@ -19,6 +19,18 @@ MIB = float(1 << 20)
 GB = 1e9
 
 
+#: datamover counters that count operations on the wire or the fabric (per direction)
+OPERATION_KEYS = ("pdus_sent", "pdus_received", "verbs_ops")
+
+
+def _copied_bytes(stats: dict[str, int]) -> int | None:
+    """Payload bytes a datamover copied: ``payload_bytes_copied`` where a plugin counts it
+    so (TCP), else ``payload_copies``, which loopback counts in bytes."""
+    if "payload_bytes_copied" in stats:
+        return stats["payload_bytes_copied"]
+    return stats.get("payload_copies")
+
+
 class RunStatus(enum.Enum):
     OK = "ok"
     NOT_IMPLEMENTED = "not implemented yet"
@@ -98,8 +110,8 @@ class TransportRun:
     initiator_cpu: float | None = None  # seconds over the measured steps
     target_cpu: float | None = None  # None: not measurable (remote) or shared (in-process)
     cpu_shared: bool = False
-    stats: dict[str, int] = field(default_factory=dict)  # datamover counters over the steps
-    stats_source: str = ""  # "initiator", "initiator+target"
+    stats: dict[str, int] = field(default_factory=dict)  # initiator datamover counters over the steps
+    target_stats: dict[str, int] | None = None  # target-side counters (in-process targets only)
     agrees: bool | None = None  # set by the cross-check (None: not compared)
 
     @property
@@ -122,9 +134,13 @@ class TransportRun:
         def per_gb(cpu: float | None) -> float | None:
             return round(cpu / (all_moved / GB), 3) if cpu is not None and all_moved else None
 
-        copied = self.stats.get("payload_bytes_copied", self.stats.get("payload_copies"))
+        # copies: both ends where both are visible; operations: the initiator's view only,
+        # so that an in-process and a cross-process target count the same thing
+        copied = _copied_bytes(self.stats)
+        if copied is not None and self.target_stats is not None:
+            copied += _copied_bytes(self.target_stats) or 0
         ops = None
-        op_keys = [k for k in ("pdus_sent", "pdus_received", "verbs_ops") if k in self.stats]
+        op_keys = [k for k in OPERATION_KEYS if k in self.stats]
         if op_keys and all_ios:
             ops = round(sum(self.stats[k] for k in op_keys) / all_ios, 2)
         return {
@@ -137,6 +153,7 @@ class TransportRun:
             "target_cpu_s_per_gb": per_gb(self.target_cpu),
             "cpu_shared": self.cpu_shared,
             "copies_per_byte": round(copied / all_moved, 3) if copied is not None and all_moved else None,
+            "copies_counted_on": "initiator+target" if self.target_stats is not None else "initiator",
             "ops_per_io": ops,
             "verify_errors": sum(s.verify_errors for s in self.steps),
         }

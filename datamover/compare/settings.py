@@ -7,7 +7,7 @@ in a config file never turns into a traceback halfway through a run.
 ``[compare]`` keys::
 
     transports = ["loopback", "tcp"]     # default: every registered transport
-    bytes = "4M"                         # per workload step (int or size string)
+    bytes = "8M"                         # per workload step (int or size string)
     duration = 0.0                       # seconds per step; > 0 runs by time instead
     block_sizes = [4096, 65536, "1M"]
     queue_depth = 8
@@ -46,12 +46,13 @@ class CompareSettings:
     """A validated comparative run.
 
     ``bytes`` is the size of the region every step covers (and the byte budget of a step
-    when ``duration`` is 0); with ``duration`` > 0 a step cycles over its region until the
-    time is up, and cross-checks look at the I/Os every transport completed.
+    when ``duration`` is 0); with ``duration`` > 0 a step repeats whole passes over its
+    region until the time is up, and cross-checks look at the I/Os every transport
+    completed.
     """
 
     transports: list[str] = field(default_factory=list)  # empty: every registered one
-    bytes: int = 2 << 20
+    bytes: int = 8 << 20
     duration: float = 0.0
     block_sizes: list[int] = field(default_factory=lambda: [4096, 65536, 1 << 20])
     queue_depth: int = 8

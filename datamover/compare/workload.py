@@ -5,7 +5,8 @@ direction, LBA, length and (for writes) payload on every transport, derived from
 alone. Within one pass of a step no two I/Os touch the same blocks, so concurrent I/Os
 (queue depth > 1) cannot race, and what a read returns is fully defined by the writes of
 earlier steps. A step that runs by duration wraps around its region; the runner then waits
-for the I/O one pass earlier on the same slot before issuing the next one.
+for the I/O one pass earlier on the same slot before issuing the next one, and always
+ends on a whole pass.
 
 Write payloads are slices of one seeded random pool, so generating data costs no CPU
 inside the measured window.
@@ -65,18 +66,24 @@ class Step:
         return len(self.slots)
 
     def io(self, index: int) -> Io:
-        """The ``index``-th I/O of this step (indices past one pass wrap around)."""
-        slot = self.slots[index % len(self.slots)]
+        """The ``index``-th I/O of this step.
+
+        Indices past one pass repeat the pass exactly (same direction, slot and payload),
+        so the LUN holds the same bytes after any number of whole passes: transports that
+        completed different numbers of passes in a timed step still read the same data.
+        """
+        within = index % len(self.slots)
+        slot = self.slots[within]
         if self.op == "write":
             write = True
         elif self.op == "read":
             write = False
         else:
-            write = (mix64(self.seed, self.number, index, 1) % 10_000) >= int(self.mix_read * 10_000)
+            write = (mix64(self.seed, self.number, within, 1) % 10_000) >= int(self.mix_read * 10_000)
         pool_offset = 0
         if write:
             span = self.pool_blocks - self.block_size // POOL_ALIGN + 1
-            pool_offset = (mix64(self.seed, self.number, index, 2) % span) * POOL_ALIGN
+            pool_offset = (mix64(self.seed, self.number, within, 2) % span) * POOL_ALIGN
         return Io(index, write, slot * self.block_size, self.block_size, pool_offset)
 
 

@@ -64,6 +64,7 @@ async def initiator_login(
         chap = InitiatorChap(ChapSecret(config.chap_user, config.chap_secret), mutual=mutual,
                              algorithms=chap_algorithms or config.chap_algorithms)
     local = dict(DEFAULT_OPERATIONAL_KEYS)
+    local.update(dict(caps.preferred_keys))
     local.update(config.keys)
     local.update(dict(caps.forced_keys))
     local["AuthMethod"] = "CHAP,None" if use_chap else "None"
@@ -148,7 +149,9 @@ async def initiator_login(
                 transit = not negotiator.pending(OPERATIONAL)
                 nsg = FULL_FEATURE
             if transit and nsg == FULL_FEATURE and not allocated:
-                # early allocation (RFC 5047 11.1 step 4)
+                # early allocation (RFC 5047 11.1 step 4); the keys settled so far tell the
+                # datamover how to size its resources (RFC 7145 5.1 calls Notice first)
+                conn.notice_key_values(negotiator.agreed())
                 if not await conn.allocate_connection_resources():
                     raise LoginError(LoginStatus.OUT_OF_RESOURCES, "allocate_connection_resources failed")
                 allocated = True

@@ -174,6 +174,9 @@ class InitiatorSession:
         self.params = SessionParams.from_agreed(result.agreed, self.caps)
         self._record("notice_key_values", keys=len(result.agreed))
         conn.notice_key_values(result.agreed)
+        if hasattr(conn, "exp_stat_sn_source"):
+            # the TCP datamover stamps ExpStatSN into the Data-Out PDUs it builds
+            conn.exp_stat_sn_source = lambda: self.exp_stat_sn
         self._record("enable_datamover")
         await conn.enable_datamover(self)
         self._state = "up"
@@ -605,7 +608,14 @@ class InitiatorSession:
             self._update_window(exp_cmd_sn, max_cmd_sn)
 
     def protocol_error_notify(self, conn: DatamoverConnection, error: Exception, header: bytes = b"") -> None:
-        # ERL 0: any protocol error from the target ends the connection; recovery follows
+        header = header or getattr(error, "header", b"") or b""
+        if len(header) >= 20:
+            itt = int.from_bytes(header[16:20], "big")
+            if itt != RESERVED_TAG and itt not in self._pending:
+                # data for a task we no longer have (aborted, reset): harmless, drop it
+                log.debug("stray PDU for finished task %#x ignored: %s", itt, error)
+                return
+        # ERL 0: any other protocol error from the target ends the connection; recovery follows
         log.warning("protocol error from the target: %s", error)
         self.last_error = str(error)
         if conn is self.conn:

@@ -213,7 +213,9 @@ class TargetLogin:
                 mutual = ChapSecret(chap.mutual_user, chap.mutual_secret)
             expected_user, expected_secret = chap.user, chap.secret
             self.chap = TargetChap(lambda user: expected_secret if user == expected_user else None, mutual=mutual)
+        caps = server.transport_capabilities
         local = dict(DEFAULT_OPERATIONAL_KEYS)
+        local.update(dict(caps.preferred_keys))
         local.update(server.config.keys)
         local["AuthMethod"] = "CHAP" if self.auth_required else "None"
         caps = server.transport_capabilities

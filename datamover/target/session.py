@@ -90,6 +90,8 @@ class TargetSession:
         self.depth = server.config.queue_depth
         self.tasks: dict[int, TargetTask] = {}
         self._held: dict[int, Pdu] = {}  # CmdSN -> PDU that arrived ahead of ExpCmdSN
+        #: read buffers of answered tasks, until their last Put_Data completes
+        self._read_buffers: dict[int, memoryview] = {}
         self._next_ttt = 1
         self._text: TextExchange | None = None
         self.closed = False
@@ -162,6 +164,9 @@ class TargetSession:
                 self.trace.record("target", "data_completion_notify", itt=itt, kind="get_data", sn=sn)
             else:
                 self.trace.record("target", "data_completion_notify", itt=itt, kind="put_data")
+        released = self._read_buffers.pop(itt, None)
+        if released is not None:
+            conn.release_buffer(released)  # the last Put_Data of a finished read is done
         if task is not None:
             try:
                 task.data_complete(sn)

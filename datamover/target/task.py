@@ -38,7 +38,7 @@ class TargetTask:
     __slots__ = ("session", "cmd", "itt", "lun_number", "edtl", "fetch_len", "buffer",
                  "unsolicited_expected", "unsolicited_received", "next_r2t_offset",
                  "outstanding", "r2t_sn", "received", "aborted", "overflow", "underflow",
-                 "residual", "early_sense", "done")
+                 "residual", "early_sense", "done", "read_buffer")
 
     def __init__(self, session: TargetSession, cmd: ScsiCommand) -> None:
         self.session = session
@@ -47,7 +47,7 @@ class TargetTask:
         self.lun_number = decode_lun(cmd.lun)
         self.edtl = cmd.expected_data_transfer_length
         self.fetch_len = 0
-        self.buffer: bytearray | None = None
+        self.buffer: memoryview | None = None  # write data, from the datamover's allocator
         self.unsolicited_expected = 0
         self.unsolicited_received = 0
         self.next_r2t_offset = 0
@@ -60,6 +60,7 @@ class TargetTask:
         self.residual = 0
         self.early_sense: Sense | None = None
         self.done = False
+        self.read_buffer: memoryview | None = None
 
     # ---------------------------------------------------------------- start
     def start(self) -> None:
@@ -92,11 +93,11 @@ class TargetTask:
                 self._absorb_then(_INVALID_FIELD_IN_CDB)
                 return
             self.fetch_len = needed
-            self.buffer = bytearray(needed)
+            self.buffer = session.conn.alloc_buffer(needed) if needed else memoryview(bytearray(0))
             self._collect_write_data()
             return
-        # read or no data
-        self._execute(None)
+        # read or no data: the LU reads straight into a datamover buffer when it can
+        self._execute(None, plan.data_in_length if plan.direction == "read" else 0)
 
     def _unsolicited_budget(self) -> int:
         """Bytes of unsolicited data the initiator will send (immediate included)."""
@@ -188,7 +189,7 @@ class TargetTask:
             return
         burst = self.outstanding.pop(sn, None)
         if burst is None:
-            return  # completion of a Put_Data: nothing left to do
+            return
         self.received += burst[1]
         self._issue_r2ts()
         self._maybe_execute()
@@ -198,18 +199,26 @@ class TargetTask:
             return
         if self.unsolicited_received < self.unsolicited_expected:
             return
-        self._execute(memoryview(self.buffer) if self.buffer is not None else None)
+        self._execute(self.buffer)
 
     # ---------------------------------------------------------------- execute
-    def _execute(self, data_out: memoryview | None) -> None:
+    def _execute(self, data_out: memoryview | None, read_length: int = 0) -> None:
         session = self.session
         assert session.lunmap is not None
-        request = ScsiRequest(cdb=bytes(self.cmd.cdb), data_out=data_out, nexus=session.nexus)
+        conn = session.conn
+        read_buffer = None
+        if 0 < read_length <= MAX_TRANSFER and self.cmd.read:
+            read_buffer = self.read_buffer = conn.alloc_buffer(read_length)
+        request = ScsiRequest(cdb=bytes(self.cmd.cdb), data_out=data_out, nexus=session.nexus,
+                              data_in_buffer=read_buffer)
         try:
             result = session.lunmap.execute(self.lun_number, request)
         except Exception:
             log.exception("SCSI command %s failed", bytes(self.cmd.cdb[:1]).hex())
             result = ScsiResult(status=CHECK_CONDITION, sense=Sense(0x04, 0x44, 0x00))  # internal target failure
+        if self.buffer is not None and len(self.buffer):
+            conn.release_buffer(self.buffer)  # the LU has consumed the write data
+            self.buffer = None
         if self.aborted:
             return
         session.counters["bytes_in"] += len(data_out) if data_out is not None else 0
@@ -221,6 +230,7 @@ class TargetTask:
         self.done = True
         session = self.session
         params = session.params
+        sent_data = False
         if data_in is not None and self.cmd.read and status == GOOD:
             view = memoryview(data_in).cast("B") if not isinstance(data_in, memoryview) else data_in  # type: ignore[arg-type]
             available = len(view)
@@ -237,10 +247,18 @@ class TargetTask:
                                 exp_cmd_sn=session.exp_cmd_sn, max_cmd_sn=session.max_cmd_sn,
                                 buffer_offset=offset)
                 session.put_data(header, [view[offset:offset + length]], last)
+                sent_data = True
                 offset += length
         elif self.cmd.read and not self.cmd.write and self.edtl and not (self.overflow or self.underflow):
             # a read that returned nothing: everything is residual
             self.underflow, self.residual = True, self.edtl
+        if self.read_buffer is not None:
+            if sent_data:
+                # released when the last Put_Data completes (it asked for notification)
+                session._read_buffers[self.itt] = self.read_buffer
+            else:
+                session.conn.release_buffer(self.read_buffer)
+            self.read_buffer = None
         session.finish_task(self)
         sense_bytes = sense.encode() if sense is not None else b""
         data = (len(sense_bytes).to_bytes(2, "big") + sense_bytes) if sense_bytes else b""

@@ -1,0 +1,253 @@
+"""Target side of the data PDUs: Put_Data as Data-In PDUs, Get_Data as R2T + Data-Out.
+
+Put_Data (``put_data(header, descriptor, notify)``): the burst is cut into Data-In PDUs of
+at most the initiator's MaxRecvDataSegmentLength, without copying the descriptor. DataSN is
+numbered per task from 0 by the datamover (``header.data_sn`` is ignored). One put_data is
+one data sequence, so F is set on its last PDU (and additionally at every MaxBurstLength
+boundary should the core hand over a longer burst). S (with status, O/U flags, residual and
+StatSN from the header) is set only when the core set ``status_present`` and only on the
+last PDU; the task then ends here. A is never set (ERL 0). ``notify`` raises
+``data_completion_notify(itt, DataSN of the last Data-In)`` once the PDUs have been written
+to the socket, which is also when the descriptor is no longer referenced.
+
+Get_Data (``get_data(r2t, descriptor, notify)``): the R2T PDU is sent with the core's
+fields; Data-Out PDUs carrying that (ITT, TTT) are copied into the descriptor at
+``BufferOffset - r2t.buffer_offset``; offsets, lengths and DataSN order (from 0 per R2T) are
+checked. When the PDU with F arrives and every byte is in, ``data_completion_notify(itt,
+r2t_sn)`` follows (with notify). Unsolicited Data-Out (TTT 0xffffffff) is a control PDU and
+never reaches this module.
+
+ExpDataSN contract with the core: when the core sends a SCSI Response through
+``send_control``, the datamover overwrites its ``exp_data_sn`` with the number of Data-In
+and R2T PDUs it sent for that ITT (RFC 7143 11.4.8), because only the datamover knows how
+many PDUs a burst became. It then forgets the task. The core must not count them itself.
+
+Ownership: a put_data descriptor is referenced until its PDUs are in the kernel (the notify
+moment); without notify the core must not reuse it before the task's SCSI Response has
+been sent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from datamover.pdu.codec import encode
+from datamover.pdu.model import DataIn, DataOut, R2T, ScsiResponse
+from datamover.pdu.opcodes import BHS_LENGTH, RESERVED_TAG
+
+from datamover_tcp.descriptor import DescriptorMap
+from datamover_tcp.direct import data_pdu_fields
+from datamover_tcp.errors import DataPduError, DatamoverUsageError
+from datamover_tcp.wire import Buffer, data_pdu_buffers
+
+if TYPE_CHECKING:
+    from datamover.di import DataDescriptor
+    from datamover_tcp.connection import TcpConnection
+
+
+class TargetTask:
+    """Per-ITT counters: the next Data-In DataSN and the PDUs sent (for ExpDataSN)."""
+
+    __slots__ = ("next_data_sn", "pdus_sent")
+
+    def __init__(self) -> None:
+        self.next_data_sn = 0
+        self.pdus_sent = 0
+
+
+class WriteBurst:
+    """One outstanding Get_Data: where its Data-Out PDUs go and how far they got."""
+
+    __slots__ = ("itt", "ttt", "r2t_sn", "base", "length", "sink", "notify", "received", "next_data_sn")
+
+    def __init__(self, r2t: R2T, sink: DescriptorMap, notify: bool) -> None:
+        self.itt = r2t.itt
+        self.ttt = r2t.ttt
+        self.r2t_sn = r2t.r2t_sn
+        self.base = r2t.buffer_offset
+        self.length = r2t.desired_data_transfer_length
+        self.sink = sink
+        self.notify = notify
+        self.received = 0
+        self.next_data_sn = 0
+
+
+class TargetData:
+    """The target's per-task counters and outstanding write bursts."""
+
+    __slots__ = ("_conn", "tasks", "bursts")
+
+    def __init__(self, conn: TcpConnection) -> None:
+        self._conn = conn
+        self.tasks: dict[int, TargetTask] = {}
+        #: outstanding Get_Data by (ITT, TTT), the pair every Data-Out carries
+        self.bursts: dict[tuple[int, int], WriteBurst] = {}
+
+    def _task(self, itt: int) -> TargetTask:
+        task = self.tasks.get(itt)
+        if task is None:
+            task = self.tasks[itt] = TargetTask()
+        return task
+
+    # --------------------------------------------------------------- from the core
+    def put_data(self, header: DataIn, descriptor: DataDescriptor, notify: bool) -> None:
+        conn = self._conn
+        itt = header.itt
+        task = self._task(itt)
+        source = DescriptorMap(descriptor)
+        length = source.length
+        limit = conn.keys.max_recv_dsl_initiator
+        burst_limit = conn.keys.max_burst_length
+        hd, dd = conn.header_digest, conn.data_digest
+        status = header.status_present
+        buffers: list[Buffer] = []
+        done = 0
+        sequence_start = 0
+        count = 0
+        while True:
+            take = min(limit, length - done, sequence_start + burst_limit - done)
+            end = done + take
+            last = end >= length
+            sequence_end = last or end - sequence_start >= burst_limit
+            with_status = status and last
+            pdu = DataIn(
+                itt=itt,
+                final=sequence_end,
+                status_present=with_status,
+                overflow=header.overflow if with_status else False,
+                underflow=header.underflow if with_status else False,
+                status=header.status if with_status else 0,
+                residual=header.residual if with_status else 0,
+                stat_sn=header.stat_sn if with_status else 0,
+                lun=header.lun,
+                ttt=RESERVED_TAG,
+                exp_cmd_sn=header.exp_cmd_sn,
+                max_cmd_sn=header.max_cmd_sn,
+                data_sn=task.next_data_sn,
+                buffer_offset=header.buffer_offset + done,
+            )
+            buffers += data_pdu_buffers(pdu, source.slices(done, take), take, header_digest=hd, data_digest=dd)
+            task.next_data_sn = (task.next_data_sn + 1) & 0xFFFFFFFF
+            count += 1
+            done = end
+            if sequence_end:
+                sequence_start = end
+            if last:
+                break
+        task.pdus_sent += count
+        last_data_sn = (task.next_data_sn - 1) & 0xFFFFFFFF
+        if status:
+            # Phase collapse: this Data-In is the task's status; no SCSI Response follows.
+            self.tasks.pop(itt, None)
+        on_sent = None
+        if notify:
+            def on_sent() -> None:
+                conn._data_completion(itt, last_data_sn)
+        conn._emit(buffers, count, on_sent)
+
+    def get_data(self, r2t: R2T, descriptor: DataDescriptor, notify: bool) -> None:
+        conn = self._conn
+        sink = DescriptorMap(descriptor)
+        wanted = r2t.desired_data_transfer_length
+        if wanted <= 0:
+            raise DatamoverUsageError(f"R2T of task {r2t.itt:#x} asks for {wanted} bytes")
+        if sink.length < wanted:
+            raise DatamoverUsageError(
+                f"get_data descriptor of {sink.length} bytes is shorter than the R2T's {wanted}")
+        if any(view.readonly for view in sink.views):
+            raise DatamoverUsageError("get_data descriptor holds a read-only buffer")
+        if r2t.ttt == RESERVED_TAG:
+            raise DatamoverUsageError("an R2T cannot use the reserved TTT 0xffffffff")
+        key = (r2t.itt, r2t.ttt)
+        if key in self.bursts:
+            raise DatamoverUsageError(f"TTT {r2t.ttt:#x} of task {r2t.itt:#x} is already outstanding")
+        self.bursts[key] = WriteBurst(r2t, sink, notify)
+        self._task(r2t.itt).pdus_sent += 1
+        wire_r2t = r2t if not len(r2t.data) else _without_data(r2t)
+        conn._emit(encode(wire_r2t, header_digest=conn.header_digest, data_digest=conn.data_digest), 1)
+
+    def finish(self, response: ScsiResponse) -> ScsiResponse:
+        """A SCSI Response is about to go out: fill ExpDataSN, forget the task."""
+        task = self.tasks.pop(response.itt, None)
+        response.exp_data_sn = task.pdus_sent if task is not None else 0
+        self._drop_bursts(response.itt)
+        return response
+
+    def free(self, itt: int) -> None:
+        self.tasks.pop(itt, None)
+        self._drop_bursts(itt)
+
+    def clear(self) -> None:
+        self.tasks.clear()
+        self.bursts.clear()
+        self._conn._forget_direct(None)
+
+    def _drop_bursts(self, itt: int) -> None:
+        if self.bursts:
+            for key in [key for key in self.bursts if key[0] == itt]:
+                del self.bursts[key]
+            self._conn._forget_direct(itt)
+
+    def placement(self, bhs: memoryview, length: int) -> tuple[int, list[memoryview]] | None:
+        """Where a solicited Data-Out's data segment goes, if it fits its burst (direct.py)."""
+        itt, ttt, data_sn, offset = data_pdu_fields(bhs)
+        burst = self.bursts.get((itt, ttt))
+        if burst is None or data_sn != burst.next_data_sn:
+            return None
+        relative = offset - burst.base
+        if relative < 0 or relative + length > burst.length:
+            return None
+        if self._conn.keys.data_pdu_in_order and relative != burst.received:
+            return None
+        return itt, burst.sink.slices(relative, length)
+
+    # --------------------------------------------------------------- from the wire
+    def on_data_out(self, pdu: DataOut, header: memoryview, placed: int = -1) -> None:
+        """Collect one solicited Data-Out into its burst's descriptor.
+
+        ``placed`` >= 0: the data segment (that many bytes) was received straight into the
+        descriptor already (direct placement); only the bookkeeping is left.
+        """
+        conn = self._conn
+        burst = self.bursts.get((pdu.itt, pdu.ttt))
+        if burst is None:
+            conn._report(DataPduError(
+                f"Data-Out for unknown ITT {pdu.itt:#x} / TTT {pdu.ttt:#x}", bytes(header[:BHS_LENGTH])))
+            return
+        data = pdu.data
+        length = len(data) if placed < 0 else placed
+        relative = pdu.buffer_offset - burst.base
+        problem = ""
+        if pdu.data_sn != burst.next_data_sn:
+            problem = f"DataSN {pdu.data_sn}, expected {burst.next_data_sn}"
+        elif relative < 0 or relative + length > burst.length:
+            problem = (f"offset {pdu.buffer_offset}+{length} outside the burst "
+                       f"{burst.base}+{burst.length}")
+        elif conn.keys.data_pdu_in_order and relative != burst.received:
+            problem = f"offset {pdu.buffer_offset}, expected {burst.base + burst.received} (DataPDUInOrder)"
+        if problem:
+            conn._report(DataPduError(
+                f"Data-Out of task {pdu.itt:#x} R2TSN {burst.r2t_sn}: {problem}", bytes(header[:BHS_LENGTH])))
+            return
+        if length and placed < 0:
+            view = data if isinstance(data, memoryview) else memoryview(data)
+            conn.payload_copies += burst.sink.scatter(relative, view)
+            conn.payload_bytes_copied += length
+        burst.received += length
+        burst.next_data_sn += 1
+        if not pdu.final:
+            return
+        del self.bursts[(pdu.itt, pdu.ttt)]
+        if burst.received != burst.length:
+            conn._report(DataPduError(
+                f"Data-Out burst of task {pdu.itt:#x} R2TSN {burst.r2t_sn} ended (F) after "
+                f"{burst.received} of {burst.length} bytes", bytes(header[:BHS_LENGTH])))
+            return
+        if burst.notify:
+            conn._data_completion(burst.itt, burst.r2t_sn)
+
+
+def _without_data(r2t: R2T) -> R2T:
+    """An R2T never carries a data segment; drop one the core left in by mistake."""
+    return dataclasses.replace(r2t, data=b"")

@@ -1,0 +1,113 @@
+"""The TCP transport factory: listening and connecting (RFC 7143 over asyncio sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from datamover.capabilities import TransportCapabilities
+from datamover.di import AcceptCallback, ConnectionClosed, Listener, Portal, Role, Transport
+
+from datamover_tcp.connection import DEFAULT_RECV_BUFFER, TcpConnection
+
+log = logging.getLogger(__name__)
+
+_CAPABILITIES = TransportCapabilities(
+    header_digest=True,
+    data_digest=True,
+    phase_collapse=True,
+    error_recovery_levels=frozenset({0}),
+    data_pdus_on_wire=True,
+    zero_copy=False,  # a read is copied once from the receive buffer into the caller's
+    multi_connection=False,
+    cross_process=True,
+    records_trace=True,
+    provider="asyncio-tcp",
+)
+
+
+class TcpListener(Listener):
+    """An asyncio server whose accepted sockets become target-side TcpConnections."""
+
+    def __init__(self, server: asyncio.AbstractServer, portal: Portal) -> None:
+        self._server = server
+        self.portal = portal
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("accept callback for %s failed", self.portal, exc_info=task.exception())
+
+    async def close(self) -> None:
+        """Stop accepting. Connections already handed to ``on_accept`` stay open."""
+        self._server.close()
+
+
+class TcpTransport(Transport):
+    """iSCSI over TCP: Data-In, R2T and Data-Out PDUs on the byte stream, CRC32C digests."""
+
+    name = "tcp"
+
+    @classmethod
+    def capabilities(cls) -> TransportCapabilities:
+        return _CAPABILITIES
+
+    @classmethod
+    def option_names(cls) -> Mapping[str, type]:
+        return {"nodelay": bool, "use_uvloop": bool, "recv_buffer": int}
+
+    def _connection_options(self) -> dict[str, object]:
+        nodelay = self.options.get("nodelay", True)
+        recv_buffer = self.options.get("recv_buffer", DEFAULT_RECV_BUFFER)
+        if not isinstance(nodelay, bool):
+            raise ValueError(f"transport.tcp option nodelay must be a boolean, not {nodelay!r}")
+        if isinstance(recv_buffer, bool) or not isinstance(recv_buffer, int) or recv_buffer < 4096:
+            raise ValueError(f"transport.tcp option recv_buffer must be an integer >= 4096, not {recv_buffer!r}")
+        return {"nodelay": nodelay, "recv_buffer": recv_buffer}
+
+    async def listen(self, portal: Portal, on_accept: AcceptCallback) -> Listener:
+        options = self._connection_options()
+        loop = asyncio.get_running_loop()
+        listener: TcpListener | None = None
+
+        def factory() -> TcpConnection:
+            conn = TcpConnection(Role.TARGET, local=bound, **options)  # type: ignore[arg-type]
+
+            async def accepted() -> None:
+                await conn.connected
+                await on_accept(conn)
+
+            assert listener is not None
+            listener._track(loop.create_task(accepted()))
+            return conn
+
+        bound = portal
+        server = await loop.create_server(factory, portal.host, portal.port)
+        sockets = server.sockets or ()
+        if sockets:
+            bound = Portal(portal.host, sockets[0].getsockname()[1], portal.tpgt)
+        listener = TcpListener(server, bound)
+        return listener
+
+    async def connect(self, portal: Portal, timeout: float | None = None) -> TcpConnection:
+        options = self._connection_options()
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                _transport, conn = await loop.create_connection(
+                    lambda: TcpConnection(Role.INITIATOR, local=portal, **options),  # type: ignore[arg-type]
+                    portal.host, portal.port)
+        except TimeoutError:  # an OSError subclass, but the DI's timeout signal: keep it
+            raise
+        except OSError as exc:  # refused, unreachable
+            raise ConnectionClosed(f"cannot connect to {portal}: {exc}") from exc
+        return conn
+
+    def describe(self) -> str:
+        return "tcp: RFC 7143 byte stream over asyncio (gather writes, one receive buffer)"

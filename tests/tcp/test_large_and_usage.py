@@ -1,0 +1,112 @@
+"""Bursts larger than the socket buffers (the writer's backpressure path), both write paths,
+and down-calls the connection must refuse with a typed error."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from datamover.di import ConnectionClosed
+from datamover.pdu.model import DataIn, R2T, ScsiCommand, ScsiResponse
+
+import datamover_tcp.sender as sender
+from datamover_tcp.errors import DatamoverUsageError
+from datamover_tcp.negotiated import KeyValueError, NegotiatedKeys
+
+from .conftest import Pair, keys, login_pair
+
+BIG = 12 << 20
+
+
+@pytest.mark.parametrize("path", ["writev", "writelines"])
+async def test_big_read_and_write_bursts(path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if path == "writelines":
+        monkeypatch.setattr(sender, "_uses_selector_transport", lambda transport: False)
+    pair: Pair = await login_pair(keys(**{"MaxRecvDataSegmentLength.initiator": "262144",
+                                          "MaxRecvDataSegmentLength.target": "262144",
+                                          "MaxBurstLength": str(BIG), "DataDigest": "CRC32C"}))
+    try:
+        payload = os.urandom(BIG)
+        # READ: one put_data of 12 MiB, notified when the kernel has every byte.
+        buf = bytearray(BIG)
+        pair.ini.send_control(ScsiCommand(itt=1, read=True, expected_data_transfer_length=BIG),
+                              data_in=[memoryview(buf)])
+        await pair.tgt_core.wait(lambda: pair.tgt_core.controls)
+        pair.tgt.put_data(DataIn(itt=1), [memoryview(payload)], True)
+        pair.tgt.send_control(ScsiResponse(itt=1))
+        await pair.ini_core.wait(lambda: pair.ini_core.controls, timeout=10)
+        assert bytes(buf) == payload
+        assert pair.ini_core.controls[0].exp_data_sn == BIG // 262144
+        assert pair.tgt_core.completions == [(1, BIG // 262144 - 1)]
+        # WRITE: one R2T for everything.
+        sink = bytearray(BIG)
+        pair.tgt_core.on_control = lambda conn, pdu: conn.get_data(
+            R2T(itt=2, ttt=1, desired_data_transfer_length=BIG), [memoryview(sink)], True)
+        pair.ini.send_control(ScsiCommand(itt=2, write=True, expected_data_transfer_length=BIG),
+                              data_out=[memoryview(payload)])
+        await pair.tgt_core.wait(lambda: len(pair.tgt_core.completions) == 2, timeout=10)
+        assert bytes(sink) == payload
+        assert not pair.ini_core.errors and not pair.tgt_core.errors
+        for conn in (pair.ini, pair.tgt):
+            stats = conn.stats()
+            # Each payload byte was either received straight into the caller's buffer or
+            # copied once from the receive buffer; the sender never copies payload.
+            assert stats["payload_bytes_copied"] + stats["direct_bytes"] == BIG
+            assert stats["close_bytes_copied"] == 0
+            assert stats["stall_bytes_copied"] <= stats["write_calls"]
+    finally:
+        pair.ini.connection_terminate()
+        pair.tgt.connection_terminate()
+
+
+async def test_wrong_role_and_phase_calls(pair_factory) -> None:
+    pair: Pair = await pair_factory()
+    with pytest.raises(DatamoverUsageError, match="target-side"):
+        pair.ini.put_data(DataIn(itt=1), [memoryview(b"x")], False)
+    with pytest.raises(DatamoverUsageError, match="shorter"):
+        pair.tgt.get_data(R2T(itt=1, ttt=1, desired_data_transfer_length=10), [memoryview(bytearray(5))], True)
+    with pytest.raises(DatamoverUsageError, match="read-only"):
+        pair.tgt.get_data(R2T(itt=1, ttt=1, desired_data_transfer_length=3), [memoryview(b"abc")], True)
+    pair.tgt.get_data(R2T(itt=1, ttt=1, desired_data_transfer_length=3), [memoryview(bytearray(3))], True)
+    with pytest.raises(DatamoverUsageError, match="already outstanding"):
+        pair.tgt.get_data(R2T(itt=1, ttt=1, desired_data_transfer_length=3), [memoryview(bytearray(3))], True)
+    with pytest.raises(DatamoverUsageError, match="after enable"):
+        await pair.ini.login_recv(timeout=0.1)
+    pair.tgt.connection_terminate()
+    with pytest.raises(ConnectionClosed):
+        pair.tgt.send_control(ScsiResponse(itt=1))
+
+
+def test_key_values_are_checked() -> None:
+    parsed = NegotiatedKeys.from_keys(keys(HeaderDigest="CRC32C", MaxBurstLength="0x10000"))
+    assert parsed.header_digest and not parsed.data_digest and parsed.max_burst_length == 65536
+    with pytest.raises(KeyValueError, match="MaxRecvDataSegmentLength.target"):
+        NegotiatedKeys.from_keys(keys(**{"MaxRecvDataSegmentLength.target": "lots"}))
+    with pytest.raises(KeyValueError, match="HeaderDigest"):
+        NegotiatedKeys.from_keys(keys(HeaderDigest="CRC32C,None"))
+
+
+async def test_small_receive_buffer_grows_only_to_one_pdu() -> None:
+    limit = 20_000
+    pair: Pair = await login_pair(keys(**{"MaxRecvDataSegmentLength.initiator": str(limit),
+                                          "HeaderDigest": "CRC32C", "DataDigest": "CRC32C"}),
+                                  options={"recv_buffer": 4096})
+    try:
+        payload = os.urandom(300_000)
+        buf = bytearray(len(payload))
+        pair.ini.send_control(ScsiCommand(itt=1, read=True, expected_data_transfer_length=len(payload)),
+                              data_in=[memoryview(buf)])
+        await pair.tgt_core.wait(lambda: pair.tgt_core.controls)
+        for offset in range(0, len(payload), 100_000):
+            pair.tgt.put_data(DataIn(itt=1, buffer_offset=offset),
+                              [memoryview(payload)[offset:offset + 100_000]], False)
+        pair.tgt.send_control(ScsiResponse(itt=1))
+        await pair.ini_core.wait(lambda: pair.ini_core.controls)
+        assert bytes(buf) == payload and pair.ini_core.controls[0].exp_data_sn == 3 * 5
+        # 48 BHS + 4 HD + segment + pad + 4 DD, and the buffer never needed more
+        assert pair.ini._rx.capacity <= 48 + 4 + limit + 4
+        assert not pair.ini_core.errors
+    finally:
+        pair.ini.connection_terminate()
+        pair.tgt.connection_terminate()
