@@ -56,13 +56,14 @@ _TAG_FIELDS = frozenset({"itt", "ttt", "handle"})
 def normalise(events: Iterable[TraceEvent]) -> list[str]:
     """A comparable rendering: tags renumbered in order of first appearance, per role.
 
-    Events are grouped per role and ITT (a per-task view) so that the interleaving of
-    independent tasks, which legitimately differs between transports, does not count as a
-    difference; within a task the order of calls is kept.
+    Events are grouped per role, task (ITT) and primitive, keeping their order within each
+    group: the interleaving of independent tasks, and within a task of independent streams
+    (unsolicited Data-Out arriving while Get_Data bursts complete), depends on timing and
+    legitimately differs between transports; the calls themselves and their arguments do not.
     """
     renumber: dict[tuple[str, str, object], int] = {}
-    per_task: dict[tuple[str, object], list[str]] = {}
-    order: list[tuple[str, object]] = []
+    per_task: dict[tuple[str, object, str], list[str]] = {}
+    order: list[tuple[str, object, str]] = []
     for event in events:
         parts = []
         task_key: object = None
@@ -75,13 +76,19 @@ def normalise(events: Iterable[TraceEvent]) -> list[str]:
                 if name == "itt":
                     task_key = value
             parts.append(f"{name}={value}")
-        group = (event.role, task_key)
+        group = (event.role, task_key, event.call)
         if group not in per_task:
             per_task[group] = []
             order.append(group)
         per_task[group].append(f"{event.role}:{event.call}(" + " ".join(parts) + ")")
     out: list[str] = []
-    for group in order:
+    # a fixed order of groups: role, then task in order of first use, then primitive
+    def sort_key(group: tuple[str, object, str]) -> tuple[str, int, str]:
+        role, task, call = group
+        number = int(str(task)[1:]) if isinstance(task, str) and task.startswith("#") else 0
+        return role, number, call
+
+    for group in sorted(order, key=sort_key):
         out.extend(per_task[group])
     return out
 

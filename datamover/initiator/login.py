@@ -13,7 +13,7 @@ from datamover.negotiation import NegotiationError, Negotiator
 from datamover.pdu import LoginRequest, LoginResponse, LoginStatus, PduFormatError
 from datamover.pdu.text import TextFormatError, decode_text, encode_text
 from datamover.session.errors import LoginError
-from datamover.session.params import DEFAULT_OPERATIONAL_KEYS
+from datamover.session.params import DEFAULT_OPERATIONAL_KEYS, keys_for_transport
 from datamover.session.serial import sn_add
 from datamover.session.text_login import TextAssembler, split_auth
 
@@ -67,6 +67,7 @@ async def initiator_login(
     local.update(dict(caps.preferred_keys))
     local.update(config.keys)
     local.update(dict(caps.forced_keys))
+    local = keys_for_transport(local, caps)
     local["AuthMethod"] = "CHAP,None" if use_chap else "None"
     negotiator = Negotiator(Role.INITIATOR, extra_rows=caps.login_keys, local=local,
                             session_type=session_type, leading=tsih == 0, forced=dict(caps.forced_keys))

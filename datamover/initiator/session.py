@@ -99,6 +99,7 @@ class _Pending:
     lun: int = 0
     immediate: bool = False
     pdu: Pdu | None = None
+    issued: int = 0  # times sent (re-issued after each session reinstatement)
 
 
 class InitiatorSession:
@@ -172,7 +173,7 @@ class InitiatorSession:
         self._update_window(result.exp_cmd_sn, result.max_cmd_sn)
         self.agreed = result.agreed
         self.params = SessionParams.from_agreed(result.agreed, self.caps)
-        self._record("notice_key_values", keys=len(result.agreed))
+        self._record("notice_key_values")
         conn.notice_key_values(result.agreed)
         if hasattr(conn, "exp_stat_sn_source"):
             # the TCP datamover stamps ExpStatSN into the Data-Out PDUs it builds
@@ -474,6 +475,7 @@ class InitiatorSession:
             self.cmd_sn = sn_add(self.cmd_sn, 1)
         pdu = pending.build(itt, cmd_sn)
         pending.pdu = pdu
+        pending.issued += 1
         self._pending[itt] = pending
         if isinstance(pdu, ScsiCommand):
             self._send_scsi(pending, itt, pdu)
@@ -665,6 +667,11 @@ class InitiatorSession:
                 pending.future.set_exception(SessionClosed("connection lost; request not re-issued"))
 
     async def _resend(self, pending: _Pending) -> None:
+        if pending.issued > self.config.recovery_attempts:
+            # the command itself keeps killing the connection: report it, do not loop
+            pending.future.set_exception(SessionClosed(
+                f"command re-issued {pending.issued - 1} times without a response; giving up"))
+            return
         try:
             await self._send_ordered(pending)
         except Exception as exc:

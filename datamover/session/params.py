@@ -80,3 +80,12 @@ class SessionParams:
     def send_limit(self, role: Role) -> int:
         """Largest data segment ``role`` may put in a control PDU it sends."""
         return self.target_recv_limit if role is Role.INITIATOR else self.initiator_recv_limit
+
+
+def keys_for_transport(local: dict[str, str], caps: TransportCapabilities) -> dict[str, str]:
+    """Drop keys this transport's negotiation table does not know (a config shared by
+    several transports may name iSER's RecvDataSegmentLength keys; TCP ignores them)."""
+    from datamover.negotiation.keys import RFC7143_KEYS
+
+    known = {row.name for row in RFC7143_KEYS} | {row.name for row in caps.login_keys}
+    return {key: value for key, value in local.items() if key in known}

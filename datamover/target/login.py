@@ -18,7 +18,7 @@ from datamover.negotiation import NegotiationError, Negotiator
 from datamover.pdu import LoginRequest, LoginResponse, LoginStatus, PduFormatError
 from datamover.pdu.text import TextFormatError, decode_text, encode_text
 from datamover.session.errors import LoginError
-from datamover.session.params import DEFAULT_OPERATIONAL_KEYS
+from datamover.session.params import DEFAULT_OPERATIONAL_KEYS, keys_for_transport
 from datamover.session.serial import sn_add
 from datamover.session.text_login import TextAssembler, split_auth
 from datamover.target.config import check_iscsi_name
@@ -217,6 +217,7 @@ class TargetLogin:
         local = dict(DEFAULT_OPERATIONAL_KEYS)
         local.update(dict(caps.preferred_keys))
         local.update(server.config.keys)
+        local = keys_for_transport(local, caps)
         local["AuthMethod"] = "CHAP" if self.auth_required else "None"
         caps = server.transport_capabilities
         local.update(dict(caps.forced_keys))

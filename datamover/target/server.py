@@ -197,7 +197,7 @@ class TargetServer:
         caps = self.transport_capabilities
         params = SessionParams.from_agreed(outcome.agreed, caps)
         if self.trace is not None:
-            self.trace.record("target", "notice_key_values", keys=len(outcome.agreed))
+            self.trace.record("target", "notice_key_values")
         conn.notice_key_values(outcome.agreed)
         try:
             allocated = await conn.allocate_connection_resources()

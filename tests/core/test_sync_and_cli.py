@@ -145,10 +145,15 @@ def test_cli_plugins_lists_transports_with_capabilities() -> None:
     (["target", "serve", "--iqn", "iqn.2026-11.org.x:y"], "at least one LUN"),
     (["target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", "/nonexistent-dir/x.img,size=1M"], "does not exist"),
     (["target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", "memory"], "needs size"),
-    (["discover", "--portal", "127.0.0.1:1"], "connection failed"),
+    (["discover", "--portal", "127.0.0.1:{free}"], "connection failed"),
 ])
 def test_cli_errors_are_one_line(args: list[str], expected: str) -> None:
-    result = run_cli(*args)
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    result = run_cli(*[a.format(free=free) for a in args])
     assert result.returncode != 0
     assert expected in result.stderr
     assert "Traceback" not in result.stderr

@@ -12,8 +12,11 @@ from datamover.plugin import create_transport
 from datamover.trace import DITrace, first_difference, normalise
 from tests.conftest import make_session, running_target
 
+# the same effective limits on every transport: TCP and loopback bound PDUs by
+# MaxRecvDataSegmentLength, iSER by the two RecvDataSegmentLength keys (RFC 7145 6.4-6.5)
 KEYS = {"InitialR2T": "No", "ImmediateData": "Yes", "FirstBurstLength": "65536", "MaxBurstLength": "131072",
-        "MaxRecvDataSegmentLength": "16384"}
+        "MaxRecvDataSegmentLength": "16384", "TargetRecvDataSegmentLength": "16384",
+        "InitiatorRecvDataSegmentLength": "16384", "MaxOutstandingR2T": "1"}
 
 
 async def _workload_trace(transport: str) -> list[str]:
