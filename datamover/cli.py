@@ -271,6 +271,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 # ====================================================================== parser
+def _size(text: str) -> int:
+    from datamover.target.config import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _add_initiator_flags(parser: argparse.ArgumentParser, needs_target: bool = True) -> None:
     parser.add_argument("-c", "--config", help="TOML config file ([initiator], [keys], [transport.NAME])")
     parser.add_argument("--transport", help="registered transport name (default tcp)")
@@ -329,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("verify", help="write random data in mixed sizes and read it back")
     _add_initiator_flags(p)
     p.add_argument("--lun", type=int, default=0)
-    p.add_argument("--bytes", type=int, default=16 << 20, help="how much to write and verify")
+    p.add_argument("--bytes", type=_size, default=16 << 20, help="how much to write and verify (e.g. 64M)")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_verify)
 

@@ -54,6 +54,8 @@ from datamover.trace import DITrace
 log = logging.getLogger("datamover.initiator")
 
 GOOD = 0x00
+#: seconds a closed command window may stay closed before a NOP-Out asks for a new one
+WINDOW_STALL = 0.5
 
 
 class RejectedError(Exception):
@@ -245,12 +247,26 @@ class InitiatorSession:
     # ================================================================= SCSI
     async def execute(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
                       read_length: int = 0, read_buffer: memoryview | bytearray | None = None,
-                      attr: int = 1, timeout: float | None = None) -> ScsiOutcome:
+                      attr: int = 1, timeout: float | None = None, ua_retries: int = 3) -> ScsiOutcome:
         """Run one SCSI command; returns its outcome (any status, with sense).
 
         ``data_out`` is the write payload (its length is the Expected Data Transfer
-        Length); ``read_length`` or ``read_buffer`` sizes the read descriptor.
+        Length); ``read_length`` or ``read_buffer`` sizes the read descriptor. A command
+        refused with a UNIT ATTENTION (power on, reset, ...) was not executed by the device,
+        so it is retried up to ``ua_retries`` times, as operating-system initiators do.
         """
+        for _ in range(ua_retries):
+            outcome = await self._execute_once(lun, cdb, data_out=data_out, read_length=read_length,
+                                               read_buffer=read_buffer, attr=attr, timeout=timeout)
+            if not (outcome.status == 0x02 and _sense_key(outcome.sense) == 0x06):
+                return outcome
+            log.info("unit attention on LUN %d (ASC/ASCQ %s): retrying", lun, outcome.sense[12:14].hex())
+        return await self._execute_once(lun, cdb, data_out=data_out, read_length=read_length,
+                                         read_buffer=read_buffer, attr=attr, timeout=timeout)
+
+    async def _execute_once(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None,
+                            read_length: int, read_buffer: memoryview | bytearray | None, attr: int,
+                            timeout: float | None) -> ScsiOutcome:
         out_view = memoryview(data_out).cast("B") if data_out is not None else None
         if read_buffer is not None:
             in_view: memoryview | None = memoryview(read_buffer).cast("B")
@@ -464,8 +480,31 @@ class InitiatorSession:
             if pending.immediate or sn_in_window(self.cmd_sn, self.exp_cmd_sn, self.max_cmd_sn):
                 break
             self._window.clear()
-            await self._window.wait()
+            try:
+                await asyncio.wait_for(self._window.wait(), WINDOW_STALL)
+            except asyncio.TimeoutError:
+                self._refresh_window()
         self._transmit(pending)
+
+    def _refresh_window(self) -> None:
+        """The command window stayed closed: ask for fresh ExpCmdSN/MaxCmdSN with an
+        immediate NOP-Out (on iSER, Data-In and R2T never carry them; RFC 7145 7.3.5)."""
+        if self._state != "up" or self.conn is None:
+            return
+        if any(p.kind == "nop" for p in self._pending.values()):
+            return
+        pending = self._new_request("nop", lambda itt, sn: NopOut(
+            itt=itt, immediate=True, lun=0, ttt=RESERVED_TAG, cmd_sn=sn, exp_stat_sn=self.exp_stat_sn),
+            immediate=True)
+        pending.future.add_done_callback(lambda f: f.exception() if not f.cancelled() else None)
+        self._transmit(pending)
+
+    def alloc_buffer(self, size: int) -> memoryview:
+        """A data buffer the transport moves best (registered memory on iSER); use it for
+        the payload of repeated I/O to avoid registrations and bounce copies."""
+        if self.conn is not None:
+            return self.conn.alloc_buffer(size)
+        return memoryview(bytearray(size))
 
     def _transmit(self, pending: _Pending) -> None:
         assert self.conn is not None and pending.build is not None
@@ -697,6 +736,14 @@ class InitiatorSession:
                         conn = self.conn
                         conn.connection_terminate()
                         self.connection_terminate_notify(conn)
+
+
+def _sense_key(sense: bytes) -> int:
+    if len(sense) >= 3 and sense[0] & 0x7F in (0x70, 0x71):
+        return sense[2] & 0x0F
+    if len(sense) >= 2 and sense[0] & 0x7F in (0x72, 0x73):
+        return sense[1] & 0x0F
+    return -1
 
 
 async def discover(transport: Transport, portal: Portal, config: InitiatorConfig | None = None,
