@@ -146,7 +146,8 @@ class IserConnection(DatamoverConnection):
         self._hello_required = False
         self.counters = {"sends": 0, "recvs": 0, "rdma_writes": 0, "rdma_reads": 0, "rdma_bytes": 0,
                          "send_payload_bytes": 0, "bounce_bytes": 0, "registrations": 0,
-                         "remote_invalidations": 0, "local_invalidations": 0, "pdus_sent": 0, "pdus_received": 0}
+                         "remote_invalidations": 0, "local_invalidations": 0, "pdus_sent": 0, "pdus_received": 0,
+                         "hello_messages": 0}
 
     # ================================================================ set-up
     def start(self, login_receives: int) -> None:
@@ -646,6 +647,7 @@ class IserConnection(DatamoverConnection):
             self._upcalls.data_completion_notify(self, itt, sn)
 
     def _hello(self, message: Hello | HelloReply) -> None:
+        self.counters["hello_messages"] += 1
         if isinstance(message, Hello) and self.role is Role.TARGET:
             ord_value = min(self.ord, message.ird)
             reject = not (message.min_version <= 10 <= message.max_version)

@@ -1,0 +1,108 @@
+"""The iSER datamover on the soft provider: STag invalidation, personalities, fabrics,
+memory accounting, and what never travels (RFC 7145 7)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from datamover.trace import DITrace
+from tests.conftest import make_session, running_target
+
+
+def _iser_stats(server):  # type: ignore[no-untyped-def]
+    session = next(iter(server.sessions.values()))
+    return session.conn.stats()
+
+
+@pytest.mark.parametrize("stags", ["mw", "mr"])
+@pytest.mark.parametrize("personality", ["roce-v2", "iwarp"])
+async def test_reads_and_writes_with_each_stag_kind_and_personality(stags: str, personality: str) -> None:
+    options = {"provider": "soft", "stags": stags, "personality": personality}
+    async with running_target("iser", transport_options=options) as (server, portal):
+        session = make_session("iser", portal, transport_options=options)
+        await session.login()
+        rng = random.Random(1)
+        buffer = session.alloc_buffer(1 << 20)
+        for lba, size in [(0, 4096), (100, 1 << 20), (5000, 65536 + 512)]:
+            data = rng.randbytes(size)
+            buffer[:size] = data
+            await session.write_blocks(0, lba, buffer[:size])
+            back = await session.read_blocks(0, lba, size // 512, buffer=session.alloc_buffer(size))
+            assert bytes(back) == data
+        initiator = session.conn.stats()  # type: ignore[union-attr]
+        target = _iser_stats(server)
+        await session.logout()
+    assert target["rdma_writes"] >= 3 and target["rdma_reads"] >= 1
+    if stags == "mw":
+        # reads: the target invalidates the Read STag with the response (the initiator's
+        # CM private data allowed it); writes: the initiator invalidates locally
+        assert target["remote_invalidations"] >= 3
+        assert initiator["remote_invalidations"] >= 3
+        assert initiator["local_invalidations"] >= 1
+    else:
+        assert target["remote_invalidations"] == 0
+        assert initiator["local_invalidations"] == 0
+
+
+async def test_no_data_pdus_travel_and_one_copy_per_payload_byte() -> None:
+    """RFC 7145 7: Data-In, R2T and solicited Data-Out never travel; with buffers from the
+    datamover's pool every payload byte is moved once, by the RDMA operation itself."""
+    options = {"provider": "soft"}
+    trace = DITrace()
+    async with running_target("iser", transport_options=options, trace=trace) as (server, portal):
+        session = make_session("iser", portal, transport_options=options, trace=trace)
+        await session.login()
+        size = 1 << 20
+        out = session.alloc_buffer(size)
+        out[:] = random.Random(2).randbytes(size)
+        before_i = session.conn.stats()  # type: ignore[union-attr]
+        before_t = _iser_stats(server)
+        for i in range(8):
+            await session.write_blocks(0, i * 2048, out)
+            assert bytes(await session.read_blocks(0, i * 2048, 2048, buffer=session.alloc_buffer(size))) == bytes(out)
+        after_i = session.conn.stats()  # type: ignore[union-attr]
+        after_t = _iser_stats(server)
+        await session.logout()
+    payload = 2 * 8 * size
+    target_rdma = after_t["rdma_bytes"] - before_t["rdma_bytes"]
+    bounce = (after_t["bounce_bytes"] - before_t["bounce_bytes"]) + (after_i["bounce_bytes"] - before_i["bounce_bytes"])
+    immediate = after_i["send_payload_bytes"] - before_i["send_payload_bytes"]
+    assert bounce == 0
+    # every payload byte crossed exactly once: RDMA for solicited data, the Send for immediate
+    assert target_rdma + immediate == payload
+    # the initiator's receives were control PDUs only: commands' responses, no data PDUs
+    received = [e for e in trace.calls("control_notify", role="initiator")]
+    assert {dict(e.fields)["pdu"] for e in received} <= {"ScsiResponse", "LogoutResponse", "NopIn"}
+
+
+async def test_hello_is_exchanged_only_when_required() -> None:
+    options = {"provider": "soft"}
+    keys = {"iSERHelloRequired": "Yes"}
+    async with running_target("iser", transport_options=options) as (server, portal):
+        session = make_session("iser", portal, transport_options=options, keys=keys)
+        await session.login()
+        assert session.agreed.get("iSERHelloRequired") == "Yes"
+        assert (await session.test_unit_ready()).good
+        assert _iser_stats(server)["hello_messages"] == 1  # the target got our Hello
+        assert session.conn.stats()["hello_messages"] == 1  # type: ignore[union-attr]  # and we its HelloReply
+        await session.logout()
+    async with running_target("iser", transport_options=options) as (server, portal):
+        session = make_session("iser", portal, transport_options=options)
+        await session.login()
+        assert (await session.test_unit_ready()).good
+        assert _iser_stats(server)["hello_messages"] == 0  # never sent unless required
+        await session.logout()
+
+
+@pytest.mark.parametrize("fabric", ["shm", "zmq"])
+async def test_fabrics_in_one_process(fabric: str) -> None:
+    options = {"provider": "soft", "fabric": fabric}
+    async with running_target("iser", transport_options=options) as (server, portal):
+        session = make_session("iser", portal, transport_options=options)
+        await session.login()
+        data = random.Random(3).randbytes(256 * 1024)
+        await session.write_blocks(0, 0, data)
+        assert bytes(await session.read_blocks(0, 0, 512)) == data
+        await session.logout()
