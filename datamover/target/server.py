@@ -60,6 +60,8 @@ class TargetServer:
         self.listeners: list[Listener] = []
         self._login_tasks: set[asyncio.Task[None]] = set()
         self._keepalive_task: asyncio.Task[None] | None = None
+        #: datamover counters of sessions that ended (reports, benchmarks)
+        self.closed_stats: list[dict[str, int]] = []
         self._next_tsih = secrets.randbelow(0xFFF0) + 1
 
     # ---------------------------------------------------------------- lifecycle
@@ -243,3 +245,8 @@ class TargetServer:
     def _session_closed(self, session: TargetSession) -> None:
         if self.sessions.get(session.tsih) is session:
             del self.sessions[session.tsih]
+        try:
+            self.closed_stats.append(session.conn.stats())  # for reports after logout
+        except Exception:
+            pass
+        del self.closed_stats[:-1024]  # bounded: a long-running target keeps the recent ones

@@ -147,6 +147,7 @@ class IserConnection(DatamoverConnection):
         self.counters = {"sends": 0, "recvs": 0, "rdma_writes": 0, "rdma_reads": 0, "rdma_bytes": 0,
                          "send_payload_bytes": 0, "bounce_bytes": 0, "registrations": 0,
                          "remote_invalidations": 0, "local_invalidations": 0, "pdus_sent": 0, "pdus_received": 0,
+                         "inline_copy_bytes": 0,
                          "hello_messages": 0}
 
     # ================================================================ set-up
@@ -346,9 +347,10 @@ class IserConnection(DatamoverConnection):
     def stats(self) -> dict[str, int]:
         out = dict(self.counters)
         out["registrations"] = self.cache.registrations
-        # one copy per payload byte is the RDMA operation itself (a NIC's DMA; the soft
-        # provider's memcpy); bounce copies come on top and are counted separately
-        out["payload_copies"] = self.counters["rdma_bytes"] + self.counters["bounce_bytes"]
+        # one copy per payload byte is the RDMA operation or Send itself (a NIC's DMA; the
+        # soft provider's memcpy); inline and bounce copies come on top, counted separately
+        out["payload_copies"] = (self.counters["rdma_bytes"] + self.counters["send_payload_bytes"]
+                                 + self.counters["inline_copy_bytes"] + self.counters["bounce_bytes"])
         return out
 
     # ================================================================ initiator side
@@ -453,8 +455,9 @@ class IserConnection(DatamoverConnection):
         sges = [self._slot_sge(slot, used + (size if size <= INLINE_DATA else 0))]
         keep: list[object] = [slot]
         if size and size <= INLINE_DATA:
-            slot[used:used + size] = data
+            slot[used:used + size] = data  # small payloads are copied next to the header
             self.counters["send_payload_bytes"] += size
+            self.counters["inline_copy_bytes"] += size
         elif size:
             view = memoryview(data).cast("B")
             sge, bounce = self._local_sge(view, source=True)
