@@ -62,6 +62,7 @@ def normalise(events: Iterable[TraceEvent]) -> list[str]:
     legitimately differs between transports; the calls themselves and their arguments do not.
     """
     renumber: dict[tuple[str, str, object], int] = {}
+    counters: dict[tuple[str, str], int] = {}
     per_task: dict[tuple[str, object, str], list[str]] = {}
     order: list[tuple[str, object, str]] = []
     for event in events:
@@ -71,7 +72,7 @@ def normalise(events: Iterable[TraceEvent]) -> list[str]:
             if name in _TAG_FIELDS:
                 key = (event.role, name, value)
                 if key not in renumber:
-                    renumber[key] = sum(1 for k in renumber if k[:2] == key[:2]) + 1
+                    counters[key[:2]] = renumber[key] = counters.get(key[:2], 0) + 1
                 value = f"#{renumber[key]}"
                 if name == "itt":
                     task_key = value

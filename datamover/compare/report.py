@@ -72,7 +72,9 @@ def _run_dict(run: TransportRun) -> dict[str, Any]:
         "provider": run.provider,
         "capabilities": list(run.capabilities),
         "target": run.target_mode,
+        "note": run.note,
         "agrees": run.agrees,
+        "negotiated_keys": dict(run.agreed),
         "totals": run.totals() if run.ran else None,
         "initiator_cpu_s": None if run.initiator_cpu is None else round(run.initiator_cpu, 4),
         "target_cpu_s": None if run.target_cpu is None else round(run.target_cpu, 4),
@@ -148,6 +150,9 @@ def summary_lines(report: CompareReport) -> list[str]:
     for run in report.runs:
         if run.ran:
             out.append(f"{run.name}: {run.describe} [target {run.target_mode}]")
+    for run in report.runs:
+        if run.note:
+            out.append(f"NOTE: {run.name}: {run.note}")
     for run in report.runs:
         if run.status is RunStatus.NOT_IMPLEMENTED:
             out.append(f"not implemented yet: {run.name} ({run.error})")

@@ -106,6 +106,7 @@ class TransportRun:
     provider: str = ""
     capabilities: list[str] = field(default_factory=list)
     target_mode: str = ""  # "in-process", "child process (pid N)", "remote HOST:PORT"
+    note: str | None = None  # something the reader should know about how it ran
     steps: list[StepResult] = field(default_factory=list)
     initiator_cpu: float | None = None  # seconds over the measured steps
     target_cpu: float | None = None  # None: not measurable (remote) or shared (in-process)
@@ -113,6 +114,7 @@ class TransportRun:
     stats: dict[str, int] = field(default_factory=dict)  # initiator datamover counters over the steps
     target_stats: dict[str, int] | None = None  # target-side counters (in-process targets only)
     agrees: bool | None = None  # set by the cross-check (None: not compared)
+    agreed: dict[str, str] = field(default_factory=dict)  # the keys the login settled on
 
     @property
     def ran(self) -> bool:

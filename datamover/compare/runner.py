@@ -17,6 +17,7 @@ from typing import Any
 
 from datamover.compare.crosscheck import cross_check
 from datamover.compare.endpoints import (
+    ChildEndpoint,
     Endpoint,
     EndpointError,
     RemoteEndpoint,
@@ -40,6 +41,29 @@ log = logging.getLogger("datamover.compare")
 _RW16 = struct.Struct(">BBQIBB")  # READ(16) / WRITE(16) CDB
 READ_16, WRITE_16 = 0x88, 0x8A
 SETTLE_ATTEMPTS = 5
+
+#: keys that shape the DI calls of a write or read (who sends data when, in which bursts).
+#: A transport may prefer other values (iSER prefers InitialR2T=Yes); the comparison pins
+#: them to the core's defaults, or to [keys], so every transport runs the same protocol.
+PINNED_KEYS = ("InitialR2T", "ImmediateData", "FirstBurstLength", "MaxBurstLength",
+               "MaxRecvDataSegmentLength", "MaxOutstandingR2T")
+#: transports that bound PDUs by their own receive-length keys (RFC 7145 6.4-6.5) get them
+#: at the MaxRecvDataSegmentLength value, so PDU sizes match the other transports
+RECV_LIMIT_KEYS = ("TargetRecvDataSegmentLength", "InitiatorRecvDataSegmentLength")
+
+
+def comparable_keys(settings: CompareSettings, info: TransportInfo) -> dict[str, str]:
+    """The operational keys both ends of ``info`` are configured with."""
+    from datamover.session.params import DEFAULT_OPERATIONAL_KEYS
+
+    keys = {name: DEFAULT_OPERATIONAL_KEYS[name] for name in PINNED_KEYS if name in DEFAULT_OPERATIONAL_KEYS}
+    keys.update(settings.keys)
+    declared = {row.name for row in info.capabilities.login_keys}
+    limit = keys.get("MaxRecvDataSegmentLength")
+    for name in RECV_LIMIT_KEYS:
+        if name in declared and name not in keys and limit is not None:
+            keys[name] = limit
+    return keys
 
 
 class TransportFailed(Exception):
@@ -102,6 +126,7 @@ async def run_transport(info: TransportInfo, options: dict[str, Any], settings: 
                         workload: Workload, progress: Progress, label: str = "") -> TransportRun:
     caps = info.capabilities
     run = TransportRun(name=info.name, provider=caps.provider, capabilities=caps.summary())
+    keys = comparable_keys(settings, info)
     endpoint: Endpoint | None = None
     session: InitiatorSession | None = None
     try:
@@ -109,15 +134,34 @@ async def run_transport(info: TransportInfo, options: dict[str, Any], settings: 
         initiator_transport = info.cls(options)
         run.describe = initiator_transport.describe()
         progress.update(f"{label} starting the target", force=True)
-        endpoint = await _start_endpoint(info, target_transport, initiator_transport, settings, options)
-        run.target_mode = endpoint.mode
+        endpoint = await _start_endpoint(info, target_transport, initiator_transport, settings, options, keys)
         trace = DITrace()
-        config = InitiatorConfig(name=DEFAULT_INITIATOR_IQN, keys=dict(settings.keys),
+        config = InitiatorConfig(name=DEFAULT_INITIATOR_IQN, keys=dict(keys),
                                  login_timeout=min(15.0, settings.io_timeout),
                                  command_timeout=settings.io_timeout)
         session = InitiatorSession(initiator_transport, endpoint.portal, config, endpoint.iqn,
                                    trace=trace, recover=False)
-        await session.login()
+        try:
+            await session.login()
+        except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            if not isinstance(endpoint, ChildEndpoint):
+                raise
+            # The transport says cross_process, but this configuration of it cannot reach
+            # another process (an in-process fabric, say). Compare it in-process rather than
+            # not at all, and say so in the report.
+            await session.close()
+            await endpoint.close()
+            endpoint = None
+            run.note = (f"its target could not be reached in a child process ({_one_line(exc)}); "
+                        "ran it in-process instead")
+            initiator_transport = info.cls(options)
+            endpoint = await start_in_process(info.cls(options), settings.iqn or DEFAULT_TARGET_IQN,
+                                              settings.lun_size, keys, max(128, settings.queue_depth))
+            session = InitiatorSession(initiator_transport, endpoint.portal, config, endpoint.iqn,
+                                       trace=trace, recover=False)
+            await session.login()
+        run.target_mode = endpoint.mode
+        run.agreed = dict(session.agreed)
         block_size = await _settle(session, settings, workload)
         trace.clear()
         run.describe = initiator_transport.describe()  # some transports know more once connected
@@ -127,8 +171,7 @@ async def run_transport(info: TransportInfo, options: dict[str, Any], settings: 
     except (TransportFailed, EndpointError, LoginError, PluginError) as exc:
         run.status, run.error = RunStatus.FAILED, str(exc)
     except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
-        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        run.status, run.error = RunStatus.FAILED, f"connection failed: {text}"
+        run.status, run.error = RunStatus.FAILED, f"connection failed: {_one_line(exc)}"
     except Exception as exc:  # a plugin bug must end up in the report, not kill the comparison
         log.debug("transport %s crashed", info.name, exc_info=True)
         run.status, run.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
@@ -144,24 +187,23 @@ async def run_transport(info: TransportInfo, options: dict[str, Any], settings: 
 
 
 async def _start_endpoint(info: TransportInfo, target_transport: Transport, initiator_transport: Transport,
-                          settings: CompareSettings, options: dict[str, Any]) -> Endpoint:
+                          settings: CompareSettings, options: dict[str, Any], keys: dict[str, str]) -> Endpoint:
     caps = info.capabilities
     if info.name in settings.targets:
         portal = settings.targets[info.name]
         iqn = settings.iqn
         if iqn is None:
             found = await asyncio.wait_for(discover(initiator_transport, portal, InitiatorConfig(
-                name=DEFAULT_INITIATOR_IQN, keys=dict(settings.keys))), settings.io_timeout)
+                name=DEFAULT_INITIATOR_IQN, keys=dict(keys))), settings.io_timeout)
             if not found:
                 raise TransportFailed(f"the target at {portal} offers no targets to discover (give --iqn)")
             iqn = sorted(found)[0]
         return RemoteEndpoint(portal, iqn)
     iqn = settings.iqn or DEFAULT_TARGET_IQN
     if caps.cross_process and not settings.in_process:
-        return await start_child(target_transport, iqn, settings.lun_size, settings.keys, options,
+        return await start_child(target_transport, iqn, settings.lun_size, keys, options,
                                  max(128, settings.queue_depth))
-    return await start_in_process(target_transport, iqn, settings.lun_size, settings.keys,
-                                  max(128, settings.queue_depth))
+    return await start_in_process(target_transport, iqn, settings.lun_size, keys, max(128, settings.queue_depth))
 
 
 async def _settle(session: InitiatorSession, settings: CompareSettings, workload: Workload) -> int:
@@ -323,6 +365,11 @@ async def _run_step(session: InitiatorSession, step: Step, workload: Workload, s
     if fatal:
         raise TransportFailed(f"step {step.name}: I/O failed: {type(fatal[0]).__name__}: {fatal[0]}")
     return result
+
+
+def _one_line(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return (text or type(exc).__name__).splitlines()[0]
 
 
 def _first_mismatch(data: memoryview, expected: memoryview, region_offset: int, index: int) -> str:

@@ -119,4 +119,6 @@ class TargetServerConfig:
     nop_timeout: float = 10.0
     discovery_chap: ChapConfig | None = None
     max_sessions: int = 1024
+    #: connections in the login phase at once (across portals); more are closed at once
+    max_logins: int = 64
     max_tasks_per_session: int = 1024

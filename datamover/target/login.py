@@ -7,6 +7,7 @@ exception escapes to the listener.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("datamover.target.login")
 
 SECURITY, OPERATIONAL, FULL_FEATURE = 0, 1, 3
+#: login PDUs one connection may send (continuations included) before it is refused
+MAX_LOGIN_EXCHANGES = 256
 
 
 @dataclass(slots=True)
@@ -96,8 +99,15 @@ class TargetLogin:
     # ------------------------------------------------------------------ main loop
     async def run(self) -> LoginOutcome:
         """Drive the login to full feature phase or raise LoginError (response sent)."""
-        timeout = self.server.config.login_timeout
+        # the whole login has one deadline: a peer trickling PDUs cannot hold it open
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.server.config.login_timeout
+        exchanges = 0
         while True:
+            exchanges += 1
+            if exchanges > MAX_LOGIN_EXCHANGES:
+                raise LoginError(LoginStatus.INITIATOR_ERROR, "too many login PDUs")
+            timeout = max(0.0, deadline - loop.time())
             try:
                 pdu = await self.conn.login_recv(timeout=timeout)
             except TimeoutError:

@@ -171,6 +171,11 @@ class TargetServer:
 
     # ---------------------------------------------------------------- logins
     async def _on_accept(self, conn: DatamoverConnection) -> None:
+        if len(self._login_tasks) >= self.config.max_logins:
+            # connections that have not logged in yet are bounded (slow-login floods)
+            log.warning("refusing %s: %d logins already in progress", conn.peer, len(self._login_tasks))
+            conn.connection_terminate()
+            return
         task = asyncio.current_task()
         if task is not None:
             self._login_tasks.add(task)

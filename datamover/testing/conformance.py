@@ -48,7 +48,8 @@ from datamover.trace import DITrace, first_difference, normalise
 INTEGRITY_SIZES = (512, 1024, 4096, 8192, 65536, 131072, 262144, 1 << 20)
 INTEGRITY_TOTAL = 4 << 20
 #: burst settings that make every data path (immediate, unsolicited, solicited) carry data
-BURST_KEYS = {"FirstBurstLength": "65536", "MaxBurstLength": "262144", "MaxRecvDataSegmentLength": "16384"}
+BURST_KEYS = {"FirstBurstLength": "65536", "MaxBurstLength": "262144", "MaxRecvDataSegmentLength": "16384",
+              "MaxOutstandingR2T": "1"}
 
 T = TypeVar("T")
 

@@ -43,3 +43,50 @@ async def test_silent_initiator_is_dropped() -> None:
         assert not server.sessions
     finally:
         await server.stop()
+
+
+async def test_login_has_one_deadline_for_all_its_pdus() -> None:
+    """A peer that keeps the login going with slow PDUs is cut off at login_timeout."""
+    from datamover.pdu import LoginRequest
+    from datamover.plugin import create_transport
+    from datamover.di import ConnectionClosed
+
+    config = _config()
+    config.login_timeout = 0.5
+    server = TargetServer(config)
+    portal = (await server.start())[0]
+    try:
+        conn = await create_transport("loopback").connect(portal)
+        text = b"InitiatorName=iqn.2026-11.org.x:slow\x00SessionType=Normal\x00TargetName=" + TARGET_IQN.encode()
+        closed = False
+        for _ in range(10):
+            try:
+                # C=1: "more text follows", each answered by an empty response
+                await conn.login_send(LoginRequest(itt=1, cont=True, csg=0, nsg=0, isid=0x800000000001,
+                                                   cmd_sn=1, data=text))
+                await conn.login_recv(timeout=2)
+            except (ConnectionClosed, TimeoutError):
+                closed = True
+                break
+            await asyncio.sleep(0.2)
+        assert closed, "the target kept a trickling login open past login_timeout"
+    finally:
+        await server.stop()
+
+
+async def test_logins_in_progress_are_bounded() -> None:
+    from datamover.plugin import create_transport
+
+    config = _config()
+    config.max_logins = 3
+    server = TargetServer(config)
+    portal = (await server.start())[0]
+    try:
+        transport = create_transport("loopback")
+        conns = [await transport.connect(portal) for _ in range(6)]
+        await asyncio.sleep(0.05)
+        assert len(server._login_tasks) == 3
+        for conn in conns:
+            conn.connection_terminate()
+    finally:
+        await server.stop()

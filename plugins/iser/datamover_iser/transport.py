@@ -78,7 +78,9 @@ class IserTransport(Transport):
     def _provider(self) -> Selection:
         if self._selection is None:
             provider = str(self.options.get("provider", "auto"))
-            fabric = str(self.options.get("fabric", "inproc"))
+            # shm works in one process and between processes of one host; inproc is
+            # faster in one process, zmq reaches other hosts
+            fabric = str(self.options.get("fabric", "shm"))
             personality = str(self.options.get("personality", "roce-v2"))
             soft: dict[str, object] = {}
             capture = self.options.get("capture")
