@@ -297,7 +297,10 @@ class Negotiator:
                 self._declared_local[name] = value
                 self._outcomes[name] = DECLARED
                 continue
-            if not self._initiator and value == row.default:
+            if not self._initiator and not _restricts(row, value):
+                # a target originates only what tightens the default: anything looser
+                # could not win anyway (the result functions favour the default side), and
+                # every extra offer costs the initiator a round trip (LIO behaves alike)
                 continue
             out.append((name, value))
             self._sent.add(name)
@@ -637,3 +640,20 @@ class Negotiator:
         if value not in ("Yes", "No"):
             raise ValueError(f"{name}={value!r} is not boolean")
         return value == "Yes"
+
+
+def _restricts(row: KeyRow, value: str) -> bool:
+    """True if ``value`` is stricter than the key's default under its result function."""
+    default = row.default
+    if default is None or value == default:
+        return False
+    if row.result in (ResultFunction.MIN, ResultFunction.MAX):
+        mine, theirs = parse_numeric(value), parse_numeric(default)
+        if mine is None or theirs is None:
+            return True  # let the normal validation report it
+        return mine < theirs if row.result is ResultFunction.MIN else mine > theirs
+    if row.result is ResultFunction.AND:
+        return value == "No"
+    if row.result is ResultFunction.OR:
+        return value == "Yes"
+    return False  # list keys: the initiator proposes, the target chooses

@@ -21,7 +21,6 @@ DEFAULT_OPERATIONAL_KEYS: dict[str, str] = {
     "FirstBurstLength": "262144",
     "MaxOutstandingR2T": "1",
     "DefaultTime2Wait": "2",
-    "DefaultTime2Retain": "0",
     "ErrorRecoveryLevel": "0",
 }
 

@@ -154,6 +154,11 @@ class TargetLogin:
             await self._fail(req, LoginStatus.INITIATOR_ERROR, f"bad login text: {exc}")
         if self.negotiator is None:
             await self._declaratives(req, pairs)
+        if req.csg == OPERATIONAL and self.auth_required and not self.auth_done:
+            # checked again here: on a login that *starts* in the operational stage,
+            # auth_required is only known once the declaratives above named the target
+            await self._fail(req, LoginStatus.AUTHENTICATION_FAILURE,
+                             "authentication required but the security stage was skipped")
         assert self.negotiator is not None
         negotiation_pairs, auth_keys = split_auth(pairs)
         answers: list[tuple[str, str]] = []
@@ -225,6 +230,12 @@ class TargetLogin:
             self.chap = TargetChap(lambda user: expected_secret if user == expected_user else None, mutual=mutual)
         caps = server.transport_capabilities
         local = dict(DEFAULT_OPERATIONAL_KEYS)
+        # a target accepts digests whenever its transport can carry them; the initiator's
+        # order of preference decides (RFC 7143 13.1)
+        if caps.header_digest:
+            local["HeaderDigest"] = "CRC32C,None"
+        if caps.data_digest:
+            local["DataDigest"] = "CRC32C,None"
         local.update(dict(caps.preferred_keys))
         local.update(server.config.keys)
         local = keys_for_transport(local, caps)

@@ -186,10 +186,31 @@ class TargetSession:
     def protocol_error_notify(self, conn: DatamoverConnection, error: Exception, header: bytes = b"") -> None:
         reason = getattr(error, "reject_reason", RejectReason.PROTOCOL_ERROR)
         log.warning("protocol error from %s: %s", self.initiator_name, error)
-        self.reject(int(reason), header or getattr(error, "header", b""))
+        header = header or getattr(error, "header", b"")
+        self.reject(int(reason), header)
+        if reason == RejectReason.DATA_DIGEST_ERROR and len(header) >= 20 and header[0] & 0x3F == 0x05:
+            # A Data-Out lost to a data digest error: ERL 0 has no recovery R2T, so the
+            # burst will never complete; end the task (RFC 7143 7.8: CHECK CONDITION,
+            # protocol service CRC error) instead of holding it, its buffer and a slot of
+            # the command window until the session ends (tests/reliability).
+            task = self.tasks.get(int.from_bytes(header[16:20], "big"))
+            if task is not None and not task.done:
+                from datamover.scsi.sense import Sense
+
+                task.outstanding.clear()
+                if task.buffer is not None and len(task.buffer):
+                    self.conn.release_buffer(task.buffer)
+                    task.buffer = None
+                task._respond(0x02, Sense(0x0B, 0x47, 0x05), None)
 
     # ------------------------------------------------------------ ordering
     def _receive(self, pdu: Pdu) -> None:
+        if pdu.ahs:
+            # only the Extended CDB and Bidirectional Read Length AHS exist (RFC 7143
+            # 11.2.1.2); the codec folds those into the command, so anything left over is
+            # a reserved or vendor AHS type we do not accept
+            self.reject(RejectReason.INVALID_PDU_FIELD, _header_of(pdu))
+            return
         if len(pdu.data) > self.params.target_recv_limit:
             # RFC 7143 7.1.1 / 11.2.1: a data segment above our declared limit is a
             # protocol error; whatever transport let it through, the core refuses it

@@ -426,11 +426,13 @@ def test_invalid_local_config_is_typed_error(local: dict[str, str]) -> None:
 
 
 # ----------------------------------------------------------------------------- originator
-def test_offers_never_repeat_and_target_only_sends_non_defaults() -> None:
-    """RFC 7143 6.2: the target offers only what differs from the default, and once."""
-    neg = target(MaxBurstLength="262144", MaxOutstandingR2T="8", TargetAlias="disk")
+def test_offers_never_repeat_and_target_only_sends_what_tightens_the_default() -> None:
+    """RFC 7143 6.2: the target originates only values stricter than the default (a looser
+    one could not win: Minimum/AND/OR favour the default), and each once."""
+    neg = target(MaxBurstLength="65536", MaxOutstandingR2T="8", FirstBurstLength="65536",
+                 ImmediateData="No", InitialR2T="No", TargetAlias="disk")
     assert neg.offers(0) == [("TargetAlias", "disk")]
-    assert neg.offers(1) == [("MaxOutstandingR2T", "8")]
+    assert neg.offers(1) == [("MaxBurstLength", "65536"), ("ImmediateData", "No")]
     assert neg.offers(1) == []
 
 
