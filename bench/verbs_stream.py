@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import socket
 import struct
 import subprocess
@@ -199,6 +198,7 @@ def main() -> int:
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--zmq-wr-size", type=int, default=4 << 20, help="bytes per WR on zmq")
     ap.add_argument("--zmq-depth", type=int, default=8, help="WRs in flight on zmq")
+    ap.add_argument("--repeat", type=int, default=3, help="measure each stream N times, keep the best")
     ap.add_argument("--only", choices=["shm", "zmq"], help="run one fabric's streams only")
     ap.add_argument("--serve", nargs=3, metavar=("FABRIC", "NS", "SIZE"), help=argparse.SUPPRESS)
     ap.add_argument("--tcp-serve", nargs=2, metavar=("TOTAL", "SIZE"), help=argparse.SUPPRESS)
@@ -210,26 +210,47 @@ def main() -> int:
         tcp_serve(0, int(args.tcp_serve[0]), int(args.tcp_serve[1]))
         return 0
     if args.smoke:
+        args.repeat = 1
         total, buf, shm_wr, zmq_wr = 8 << 20, 4 << 20, 1 << 20, 256 << 10
     else:
         total, buf, shm_wr, zmq_wr = args.total, 64 << 20, 16 << 20, args.zmq_wr_size
-    res: list[Result] = [memcpy_bench(buf, total)]
-    res += asyncio.run(rdma_streams("shm", buf, total, shm_wr, depth=4))
-    res.append(tcp_stream(min(buf, 1 << 20), total))
-    res += asyncio.run(rdma_streams("zmq", buf, total, zmq_wr, depth=args.zmq_depth))
-    memcpy, shm_w, shm_r, tcp, zmq_w, zmq_r = res
+    res: list[Result] = []
+    ratios: dict[str, float] = {}
+    best = lambda rs: max(rs, key=lambda r: r.gbps)  # noqa: E731
+    ok = True
+    # Each pair is measured alternately ``--repeat`` times and the best of each is kept, so
+    # a burst of load from elsewhere on the machine hits both sides of a ratio alike.
+    if args.only in (None, "shm"):
+        m, w, r = [], [], []
+        for _ in range(args.repeat):
+            m.append(memcpy_bench(buf, total))
+            sw, sr = asyncio.run(rdma_streams("shm", buf, total, shm_wr, depth=4))
+            w.append(sw)
+            r.append(sr)
+        ok &= all(x.ok for x in w + r)
+        memcpy, shm_w, shm_r = best(m), best(w), best(r)
+        res += [memcpy, shm_w, shm_r]
+        ratios["shm_write_vs_memcpy"] = shm_w.gbps / memcpy.gbps
+        ratios["shm_read_vs_memcpy"] = shm_r.gbps / memcpy.gbps
+    if args.only in (None, "zmq"):
+        t, w, r = [], [], []
+        for _ in range(args.repeat):
+            t.append(tcp_stream(min(buf, 1 << 20), total))
+            zw, zr = asyncio.run(rdma_streams("zmq", buf, total, zmq_wr, depth=args.zmq_depth))
+            w.append(zw)
+            r.append(zr)
+        ok &= all(x.ok for x in t + w + r)
+        tcp, zmq_w, zmq_r = best(t), best(w), best(r)
+        res += [tcp, zmq_w, zmq_r]
+        ratios["zmq_write_vs_tcp"] = zmq_w.gbps / tcp.gbps
+        ratios["zmq_read_vs_tcp"] = zmq_r.gbps / tcp.gbps
     print(f"{'stream':34} {'GiB':>6} {'s':>7} {'GB/s':>7}  data  moved by")
     for r in res:
         print(f"{r.name:34} {r.bytes / 2**30:6.2f} {r.seconds:7.3f} {r.gbps:7.2f}  {'ok' if r.ok else 'BAD':4}  {r.provider}")
-    verdict = {
-        "shm_write_vs_memcpy": shm_w.gbps / memcpy.gbps,
-        "shm_read_vs_memcpy": shm_r.gbps / memcpy.gbps,
-        "zmq_write_vs_tcp": zmq_w.gbps / tcp.gbps,
-        "zmq_read_vs_tcp": zmq_r.gbps / tcp.gbps,
-    }
+    verdict = ratios
     for k, v in verdict.items():
         print(f"{k:22} {v:6.2f}")
-    all_ok = all(r.ok for r in res)
+    all_ok = ok
     print("integrity:", "ok" if all_ok else "FAILED")
     if args.json:
         with open(args.json, "w") as f:
