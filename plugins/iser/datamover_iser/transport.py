@@ -26,6 +26,29 @@ log = logging.getLogger("datamover.iser")
 TARGET_LOGIN_RECEIVES = 1
 
 
+_captures: dict[str, object] = {}
+
+
+def capture_writer(path: str) -> object:
+    """One pcap writer per path and process: a target and an initiator in one process
+    that name the same file write both directions of each connection into it."""
+    from datamover_iser.verbs.pcap import PcapWriter
+
+    writer = _captures.get(path)
+    if writer is None:
+        # a large MTU keeps each iSER Send in one frame: tshark does not reassemble
+        # SEND_FIRST..SEND_LAST, and the iSER dissector needs the whole PDU
+        writer = _captures[path] = PcapWriter(path, mtu=60000)
+    return writer
+
+
+def close_captures() -> None:
+    """Flush and close every capture file (call before reading them)."""
+    for writer in _captures.values():
+        writer.close()  # type: ignore[attr-defined]
+    _captures.clear()
+
+
 class IserListener(Listener):
     def __init__(self, portal: Portal, verbs_listener: object, task: asyncio.Task[None]) -> None:
         self.portal = portal
@@ -85,9 +108,7 @@ class IserTransport(Transport):
             soft: dict[str, object] = {}
             capture = self.options.get("capture")
             if capture:
-                from datamover_iser.verbs.pcap import PcapWriter
-
-                soft["capture"] = PcapWriter(str(capture))
+                soft["capture"] = capture_writer(str(capture))
             from datamover_iser.verbs.enums import Personality
 
             self._selection = open_provider(provider, fabric=fabric, personality=Personality(personality), **soft)
