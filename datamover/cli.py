@@ -76,6 +76,16 @@ def _make_initiator(section: dict[str, Any], config: FileConfig) -> tuple[Any, P
     for key in ("login_timeout", "nop_interval", "command_timeout"):
         if key in section:
             setattr(init, key, float(section[key]))
+    if "recovery_attempts" in section:
+        init.recovery_attempts = int(section["recovery_attempts"])
+    if "isid" in section:
+        try:
+            isid = int(section["isid"], 0) if isinstance(section["isid"], str) else int(section["isid"])
+        except ValueError:
+            isid = -1
+        if not 0 <= isid < 1 << 48:
+            raise ConfigError(config.source, "initiator.isid", "must be a 48-bit integer (e.g. 0x800000000001)")
+        init.isid = isid
     transport = create_transport(section["transport"], transport_options(config, section["transport"]))
     return transport, portal, init
 
@@ -246,10 +256,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             start = time.perf_counter()
             lba = 0
             while done < total:
-                size = min(rng.choice((512, 4096, 65536, 1 << 20)), total - done)
+                size = min(max(block_size, rng.choice((512, 4096, 65536, 1 << 20))), total - done)
                 size -= size % block_size
                 if size == 0:
-                    break
+                    break  # less than one block left
                 chunk = rng.randbytes(size)
                 await session.write_blocks(args.lun, lba, chunk, block_size)
                 back = await session.read_blocks(args.lun, lba, size // block_size, block_size)

@@ -130,11 +130,32 @@ def load_config(path: str | Path | None) -> FileConfig:
         if not isinstance(transports, dict) or not all(isinstance(v, dict) for v in transports.values()):
             raise ConfigError(source, "transport", "must be tables like [transport.tcp]")
         config.transport = {name: dict(options) for name, options in transports.items()}
+        for name in config.transport:
+            check_transport(source, f"transport.{name}", name)
+            transport_options(config, name)  # every section is checked, used or not
+    _check_key_names(config)
     if "compare" in raw:
         if not isinstance(raw["compare"], dict):
             raise ConfigError(source, "compare", "must be a table")
         config.compare = dict(raw["compare"])
     return config
+
+
+def _check_key_names(config: FileConfig) -> None:
+    """[keys] names must be iSCSI keys some registered transport negotiates (RFC 7143's
+    table plus every transport's own rows), or X- extension keys."""
+    from datamover.negotiation.keys import RFC7143_KEYS
+    from datamover.plugin import PluginError, get_registry
+
+    known = {row.name for row in RFC7143_KEYS}
+    try:
+        for info in get_registry():
+            known |= {row.name for row in info.capabilities.login_keys}
+    except PluginError:
+        pass
+    for name in config.keys:
+        if name not in known and not name.startswith(("X-", "X#")):
+            raise ConfigError(config.source, f"keys.{name}", "not an iSCSI key any registered transport negotiates")
 
 
 def check_transport(source: str, key: str, name: str) -> str:

@@ -243,8 +243,8 @@ class DatamoverConnection(abc.ABC):
     def put_data(self, header: DataIn, descriptor: DataDescriptor, notify: bool) -> None:
         """Put_Data (RFC 5047 8.2), target only: move one read burst to the initiator.
 
-        ``header`` holds the Data-In fields of the burst (ITT, LUN, BufferOffset, the
-        burst length as DataSegmentLength, F for the last burst of the command);
+        ``header`` holds the Data-In fields of the burst (ITT, LUN, BufferOffset,
+        ExpCmdSN/MaxCmdSN; F set: each burst is one data sequence, RFC 7143 11.7.1);
         ``descriptor`` holds the burst's bytes. The datamover splits it as its transport
         needs and numbers DataSN per task from 0 (the core does not). With ``notify`` it
         raises ``data_completion_notify(itt, last DataSN)``.

@@ -152,8 +152,10 @@ class InitiatorSession:
         except LoginError as exc:
             conn.connection_terminate()
             # RFC 7143 / protocol-digest 4.11: old targets refuse a CHAP_A list with
-            # anything but MD5; retry once offering MD5 alone
-            if (exc.status == LoginStatus.AUTHENTICATION_FAILURE and self.config.chap_user
+            # anything but MD5 (auth failure), and some pick an algorithm they then cannot
+            # verify (tgtd 1.0.85 answers "initiator error"): retry once offering MD5 alone
+            if (exc.status in (LoginStatus.AUTHENTICATION_FAILURE, LoginStatus.INITIATOR_ERROR)
+                    and self.config.chap_user
                     and self._chap_algorithms is None and tuple(self.config.chap_algorithms) != (5,)):
                 log.info("authentication failed with CHAP_A=%s; retrying with MD5 only",
                          ",".join(map(str, self.config.chap_algorithms)))
@@ -287,10 +289,30 @@ class InitiatorSession:
         pending = self._new_request("scsi", build, lun=raw_lun)
         pending.data_out, pending.data_in = out_view, in_view
         await self._send_ordered(pending)
-        wait = timeout if timeout is not None else None
-        result = await asyncio.wait_for(pending.future, wait) if wait else await pending.future
+        if timeout is not None:
+            result = await asyncio.wait_for(pending.future, timeout)
+        else:
+            result = await self._await_response(pending)
         assert isinstance(result, ScsiOutcome)
         return result
+
+    async def _await_response(self, pending: _Pending) -> object:
+        """Wait for a command's response; a connection that stays silent longer than
+        ``command_timeout`` is declared dead (ERL 0: the session is reinstated and the
+        command re-issued, a bounded number of times)."""
+        limit = self.config.command_timeout
+        while True:
+            try:
+                return await asyncio.wait_for(asyncio.shield(pending.future), limit)
+            except asyncio.TimeoutError:
+                conn = self.conn
+                if conn is None or self._state != "up":
+                    continue  # recovery is already under way
+                log.warning("no response to ITT %#x in %.0f s: dropping the connection",
+                            pending.pdu.itt if pending.pdu is not None else -1, limit)
+                self.last_error = f"command timed out after {limit:.0f} s"
+                conn.connection_terminate()
+                self.connection_terminate_notify(conn)
 
     def _send_scsi(self, pending: _Pending, itt: int, pdu: ScsiCommand) -> None:
         """Send_Control(SCSI Command) plus the unsolicited Data-Out PDUs (RFC 7143 4.3.5)."""

@@ -12,6 +12,9 @@ positional syscalls and may overlap safely.
 from __future__ import annotations
 
 import abc
+import ctypes
+import ctypes.util
+import errno
 import os
 import stat
 from collections.abc import Sequence
@@ -19,13 +22,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["Backend", "BackendError", "MemoryBackend", "FileBackend", "Buffers"]
+__all__ = ["Backend", "BackendError", "MemoryBackend", "FileBackend", "Buffers", "Extent"]
+
+#: one provisioning extent as :meth:`Backend.extents` reports it: (offset, length, mapped)
+Extent = tuple[int, int, bool]
 
 #: what ``write_from`` accepts: one buffer or a scatter-gather list of them
 Buffers = memoryview | bytes | bytearray | Sequence[memoryview | bytes | bytearray]
 
 #: Linux caps one read/write syscall at 0x7ffff000 bytes; longer requests come back short.
 _ZERO_CHUNK = 1 << 20
+#: allocation granularity a RAM disk pretends to have (GET LBA STATUS)
+_MEM_CHUNK = 4096
 
 
 class BackendError(OSError):
@@ -76,6 +84,21 @@ class Backend(abc.ABC):
             offset += n
             length -= n
 
+    def deallocate(self, offset: int, length: int) -> None:
+        """Unmap a range (UNMAP, WRITE SAME with UNMAP): afterwards it reads back zeros.
+
+        The default writes zeros; backends that can free space override it.
+        """
+        self.write_zeroes(offset, length)
+
+    def extents(self, offset: int, length: int) -> list[Extent]:
+        """Mapped/deallocated extents covering ``[offset, offset + length)`` (GET LBA STATUS).
+
+        The default reports everything mapped (a fully provisioned medium).
+        """
+        self._check_range(offset, length)
+        return [(offset, length, True)]
+
     def _check_range(self, offset: int, length: int) -> None:
         # The LU checks LBA ranges before calling; this guards direct callers and bugs.
         if offset < 0 or length < 0 or offset + length > self.size:
@@ -118,6 +141,25 @@ class MemoryBackend(Backend):
         for part in parts:
             view[offset : offset + part.nbytes] = part
             offset += part.nbytes
+
+    def extents(self, offset: int, length: int) -> list[Extent]:
+        """A RAM disk has no allocation map: a 4 KiB chunk that holds only zeros counts as
+        deallocated (so UNMAP followed by GET LBA STATUS behaves as on a sparse file)."""
+        self._check_range(offset, length)
+        end = offset + length
+        zero = bytes(_MEM_CHUNK)
+        out: list[Extent] = []
+        pos = offset
+        while pos < end:
+            stop = min(end, (pos // _MEM_CHUNK + 1) * _MEM_CHUNK)
+            mapped = self._view[pos:stop] != zero[: stop - pos]
+            if out and out[-1][2] == mapped:
+                start, _, _ = out[-1]
+                out[-1] = (start, stop - start, mapped)
+            else:
+                out.append((pos, stop - pos, mapped))
+            pos = stop
+        return out
 
     def close(self) -> None:
         # Keep the data: a closed RAM disk has nothing to give back but memory, and tests
@@ -247,6 +289,43 @@ class FileBackend(Backend):
         except OSError as exc:
             raise BackendError(exc.errno, f"{self.path}: write at {offset}: {exc.strerror}") from exc
 
+    def deallocate(self, offset: int, length: int) -> None:
+        """Free the range with ``fallocate(PUNCH_HOLE)``; zeros where the file system cannot."""
+        self._check_range(offset, length)
+        if not length:
+            return
+        if _punch_hole(self._fd, offset, length):
+            return
+        self.write_zeroes(offset, length)
+
+    def extents(self, offset: int, length: int) -> list[Extent]:
+        """Holes and data from ``lseek(SEEK_DATA/SEEK_HOLE)`` (file-system block granularity)."""
+        self._check_range(offset, length)
+        end = offset + length
+        out: list[Extent] = []
+        pos = offset
+        try:
+            while pos < end:
+                try:
+                    data = os.lseek(self._fd, pos, os.SEEK_DATA)
+                except OSError as exc:
+                    if exc.errno != errno.ENXIO:  # ENXIO: nothing but a hole up to EOF
+                        raise
+                    data = end
+                if data > pos:
+                    out.append((pos, min(data, end) - pos, False))
+                    pos = min(data, end)
+                    if pos >= end:
+                        break
+                hole = min(os.lseek(self._fd, pos, os.SEEK_HOLE), end)
+                out.append((pos, hole - pos, True))
+                pos = hole
+        except OSError as exc:
+            if exc.errno in (errno.EINVAL, errno.EOPNOTSUPP):  # no SEEK_DATA here: all mapped
+                return [(offset, length, True)]
+            raise BackendError(exc.errno, f"{self.path}: extent map at {pos}: {exc.strerror}") from exc
+        return out
+
     def flush(self) -> None:
         if self.read_only:
             return
@@ -267,3 +346,36 @@ class FileBackend(Backend):
                 os.close(self._fd)
             except OSError:
                 pass
+
+
+# --------------------------------------------------------------------- hole punching
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_fallocate: object | None = None
+
+
+def _punch_hole(fd: int, offset: int, length: int) -> bool:
+    """``fallocate(fd, PUNCH_HOLE|KEEP_SIZE, offset, length)``; False when unsupported.
+
+    Python has no binding for the Linux-only flags, so libc is called through ctypes
+    (looked up once).
+    """
+    global _fallocate
+    if _fallocate is None:
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            func = libc.fallocate
+            func.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+            func.restype = ctypes.c_int
+            _fallocate = func
+        except (OSError, AttributeError):
+            _fallocate = False
+    if not _fallocate:
+        return False
+    rc = _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE, offset, length)  # type: ignore[operator]
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+        return False
+    raise BackendError(err, f"fallocate(PUNCH_HOLE) at {offset}: {os.strerror(err)}")

@@ -73,6 +73,9 @@ class ScsiRequest:
     data_out: DataOut | None = None
     nexus: str = ""
     data_in_buffer: memoryview | None = None
+    #: the initiator's Expected Data Transfer Length, when the core knows it (WRITE SAME
+    #: and COMPARE AND WRITE refuse a Data-Out size other than what the CDB implies)
+    expected_length: int | None = None
 
 
 @dataclass(slots=True)

@@ -76,6 +76,7 @@ class Opcode(IntEnum):
     READ_BUFFER = 0x3C
     WRITE_SAME_10 = 0x41
     UNMAP = 0x42
+    SANITIZE = 0x48
     GET_LBA_STATUS_OLD = 0x44
     LOG_SELECT = 0x4C
     LOG_SENSE = 0x4D
@@ -106,6 +107,7 @@ class Opcode(IntEnum):
     WRITE_12 = 0xAA
     WRITE_AND_VERIFY_12 = 0xAE
     VERIFY_12 = 0xAF
+    READ_DEFECT_DATA_12 = 0xB7
 
 
 class ServiceActionIn16(IntEnum):

@@ -19,12 +19,12 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from datamover.scsi.backend import Backend, BackendError
 from datamover.scsi.cdb import check_control
 from datamover.scsi.command import CommandPlan, ScsiRequest, ScsiResult
-from datamover.scsi.commands import CommandSpec, CommandTable, default_table
+from datamover.scsi.commands import CommandSpec, CommandTable, default_table, setup_families
 from datamover.scsi.commands.inquiry import DEFAULT_VPD_PAGES, BlockLimits, VpdBuilder
 from datamover.scsi.commands.mode import DEFAULT_MODE_PAGES, ModePage
 from datamover.scsi.constants import PeripheralDeviceType, ScsiStatus
@@ -33,11 +33,15 @@ from datamover.scsi.sense import (
     I_T_NEXUS_LOSS,
     INTERNAL_TARGET_FAILURE,
     INVALID_OPCODE,
+    POWER_ON_OCCURRED,
     ScsiError,
     Sense,
     invalid_field_in_cdb,
 )
 from datamover.scsi.ua import UnitAttentions
+
+if TYPE_CHECKING:
+    from datamover.scsi.lunmap import LunMap
 
 __all__ = ["LogicalUnit", "LunConfigError"]
 
@@ -91,11 +95,16 @@ class LogicalUnit:
         physical_block_size: int | None = None,
         naa_oui: int = 0x000000,
         commands: CommandTable | None = None,
+        removable: bool = False,
+        thin: bool = True,
     ) -> None:
         if block_size < 512 or block_size & (block_size - 1) or block_size > 1 << 16:
             raise LunConfigError(f"block size {block_size} must be a power of two in 512..65536")
         if backend.size <= 0 or backend.size % block_size:
             raise LunConfigError(f"backend size {backend.size} is not a positive multiple of {block_size}")
+        # physical = logical by default. (libiscsi 1.19's GetLBAStatus.UnmapSingle only
+        # passes with one logical block per physical block; the file system's 4 KiB
+        # allocation unit is reported as the optimal unmap granularity instead.)
         phys = physical_block_size or block_size
         if phys < block_size or phys & (phys - 1):
             raise LunConfigError(f"physical block size {phys} must be a power of two >= {block_size}")
@@ -107,7 +116,12 @@ class LogicalUnit:
         self.backend = backend
         self.block_size = block_size
         self.num_blocks = backend.size // block_size
-        self.read_only = read_only or bool(getattr(backend, "read_only", False))
+        #: read-only as configured (or as the backend was opened); ``read_only`` adds the
+        #: control page's SWP on top, and is what commands check
+        self.configured_read_only = read_only or bool(getattr(backend, "read_only", False))
+        self.read_only = self.configured_read_only
+        #: SWP of the control mode page (MODE SELECT): write-protects the medium
+        self.software_write_protect = False
         self.vendor = _ascii_field("vendor", vendor, 8)
         self.product = _ascii_field("product", product, 16)
         self.revision = _ascii_field("revision", revision, 4)
@@ -156,6 +170,23 @@ class LogicalUnit:
         self._ua_pending = self.unit_attentions.pending  # hot-path alias
         #: called by :meth:`lu_reset` after the reset UA is set (reservations, mode pages)
         self.reset_hooks: list[Callable[[], None]] = []
+        #: called by :meth:`nexus_lost` with the nexus (RESERVE(6) release, PREVENT)
+        self.nexus_loss_hooks: list[Callable[[str], None]] = []
+        #: the map this LU is in (set by :meth:`LunMap.add`): EXTENDED COPY between LUs
+        self.lunmap: LunMap | None = None
+        #: RMB in INQUIRY; START STOP UNIT may then eject/load, PREVENT blocks ejecting
+        self.removable = removable
+        #: nexuses that hold a PREVENT MEDIUM REMOVAL (SBC-4 5.15)
+        self.prevent: set[str] = set()
+        #: power condition / medium state for START STOP UNIT
+        self.stopped = False
+        #: reservation state (RESERVE(6)/(10) or persistent), owned by the reservations
+        #: family; ``reservation_gate`` is non-None only while some reservation exists, so
+        #: the hot path pays one attribute test
+        self.reservations: object | None = None
+        self.reservation_gate: Callable[[LogicalUnit, CommandSpec, ScsiRequest], None] | None = None
+        #: SANITIZE that ended in failure (exit-failure-mode clears it)
+        self.sanitize_failed = False
         if commands is None:
             # one shared table for every LU with the default command set; register()
             # gives this LU a private copy before changing it
@@ -166,6 +197,10 @@ class LogicalUnit:
         else:
             self._private_table = True
         self.commands = commands
+        #: thin provisioning (LBPME): UNMAP / WRITE SAME UNMAP free space, GET LBA STATUS
+        self.thin = thin
+        # families with per-LU state (VPD/mode pages, reservation state) set it up now
+        setup_families(self)
 
     @staticmethod
     def _default_serial(backend: Backend) -> str:
@@ -220,6 +255,9 @@ class LogicalUnit:
             if queue and not spec.ua_exempt:
                 return self._check(queue.pop(0))
             self._check_common(spec, cdb)
+            gate = self.reservation_gate
+            if gate is not None:
+                gate(self, spec, request)  # raises RESERVATION CONFLICT
             return spec.execute(self, request)
         except ScsiError as exc:
             return ScsiResult(exc.status, self._format(exc.sense))
@@ -237,7 +275,7 @@ class LogicalUnit:
                 raise ScsiError(invalid_field_in_cdb(len(cdb)))
             if cdb[length - 1] & _CONTROL_CHECKED:
                 check_control(cdb, length)
-        if self.not_ready is not None and not spec.ua_exempt:
+        if self.not_ready is not None and not (spec.ua_exempt or spec.ready_exempt):
             raise ScsiError(self.not_ready)
 
     def _format(self, sense: Sense | None) -> Sense | None:
@@ -254,8 +292,17 @@ class LogicalUnit:
         its own queued tasks for this LU.
         """
         self.unit_attentions.establish(BUS_DEVICE_RESET)
+        self.prevent.clear()
         for hook in self.reset_hooks:
             hook()
+
+    def target_reset(self, cold: bool = False) -> None:
+        """TARGET WARM RESET / TARGET COLD RESET (SAM-5 7.12/7.13): as a LU reset, with
+        POWER ON OCCURRED instead of BUS DEVICE RESET after a cold reset (a power cycle)."""
+        self.lu_reset()
+        if cold:
+            self.unit_attentions.establish(POWER_ON_OCCURRED)
+            self.stopped = False
 
     def abort_task_set(self, nexus: str) -> None:
         """ABORT TASK SET from ``nexus``. With TST=000b and TAS=0 nothing is reported to
@@ -270,6 +317,9 @@ class LogicalUnit:
         """An I_T nexus ended (session gone): it gets I_T NEXUS LOSS OCCURRED if it returns."""
         if nexus in self._ua_pending:
             self.unit_attentions.establish(I_T_NEXUS_LOSS, nexus)
+        self.prevent.discard(nexus)
+        for hook in self.nexus_loss_hooks:
+            hook(nexus)
 
     def establish_ua(self, sense: Sense, nexus: str | None = None, *, exclude: str | None = None) -> None:
         """Queue a unit attention for one nexus or all (e.g. CAPACITY DATA HAS CHANGED)."""

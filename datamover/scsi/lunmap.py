@@ -96,6 +96,7 @@ class LunMap:
             raise ValueError(f"LUN {lun} is already mapped")
         self._inventory_changed()
         self._luns[lun] = lu
+        lu.lunmap = self
 
     def remove(self, lun: int) -> LogicalUnit:
         lu = self._luns.pop(lun)
@@ -166,10 +167,10 @@ class LunMap:
         lu.lu_reset()
         return True
 
-    def target_reset(self) -> None:
+    def target_reset(self, cold: bool = False) -> None:
         """TARGET WARM/COLD RESET: every LU is reset."""
         for lu in self._luns.values():
-            lu.lu_reset()
+            lu.target_reset(cold)
 
     def abort_task_set(self, lun: int, nexus: str) -> bool:
         lu = self._luns.get(lun)

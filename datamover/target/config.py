@@ -52,14 +52,20 @@ class LunConfig:
     block_size: int = 512
     read_only: bool = False
     lun: int | None = None
+    #: removable medium (INQUIRY RMB=1): START STOP UNIT can eject and load it
+    removable: bool = False
+    #: physical block size in bytes (READ CAPACITY(16) LBPPBE); None = the logical block size
+    physical_block_size: int | None = None
 
     @classmethod
     def parse(cls, text: str) -> LunConfig:
-        """``PATH[,size=N[K|M|G]][,block=512|4096][,ro]`` or ``memory,size=N``."""
+        """``PATH[,size=N[K|M|G]][,block=512|4096][,phys=4096][,ro][,removable]`` or ``memory,size=N``."""
         path, *opts = text.split(",")
         size: int | None = None
         block = 512
         read_only = False
+        removable = False
+        physical: int | None = None
         for opt in opts:
             name, _, value = opt.partition("=")
             if name == "size":
@@ -68,11 +74,19 @@ class LunConfig:
                 block = int(value)
             elif name in ("ro", "read_only"):
                 read_only = value in ("", "1", "yes", "true")
+            elif name in ("phys", "physical_block"):
+                physical = int(value)
+            elif name in ("removable", "rmb"):
+                removable = value in ("", "1", "yes", "true")
             else:
                 raise ValueError(f"unknown LUN option {name!r} in {text!r}")
         if path == "memory" and size is None:
             raise ValueError("a memory LUN needs size=N")
-        return cls(path, size, block, read_only)
+        if block not in (512, 1024, 2048, 4096):
+            raise ValueError(f"block size {block} in {text!r} must be 512, 1024, 2048 or 4096")
+        if physical is not None and (physical < block or physical & (physical - 1)):
+            raise ValueError(f"physical block size {physical} in {text!r} must be a power of two >= {block}")
+        return cls(path, size, block, read_only, removable=removable, physical_block_size=physical)
 
 
 def parse_size(text: str) -> int:
@@ -119,6 +133,7 @@ class TargetServerConfig:
     nop_timeout: float = 10.0
     discovery_chap: ChapConfig | None = None
     max_sessions: int = 1024
-    #: connections in the login phase at once (across portals); more are closed at once
-    max_logins: int = 64
+    #: connections at once, logging in or logged in, across the portals; more are closed
+    #: as soon as they are accepted (a flood of idle sockets cannot pile up logins)
+    max_connections: int = 256
     max_tasks_per_session: int = 1024

@@ -26,8 +26,8 @@ def open_backend(lun: LunConfig) -> Backend:
     """The storage behind a LUN: memory, or a file created sparse at ``size`` if missing."""
     if lun.path == "memory":
         assert lun.size is not None
-        return MemoryBackend(lun.size)
-    return FileBackend(lun.path, lun.size, read_only=lun.read_only)
+        return MemoryBackend(lun.size, block_size=lun.block_size)
+    return FileBackend(lun.path, lun.size, read_only=lun.read_only, block_size=lun.block_size)
 
 
 def build_lunmap(target: TargetConfig) -> LunMap:
@@ -39,7 +39,8 @@ def build_lunmap(target: TargetConfig) -> LunMap:
         backend = open_backend(lun)
         serial = f"{abs(hash((target.iqn, number))) & 0xFFFFFFFF:08x}{number:04x}"
         units[number] = LogicalUnit(backend, block_size=lun.block_size, read_only=lun.read_only,
-                                    serial=serial, power_on_ua=target.power_on_ua)
+                                    serial=serial, power_on_ua=target.power_on_ua, removable=lun.removable,
+                                    physical_block_size=lun.physical_block_size)
     return LunMap(units)
 
 
@@ -167,13 +168,14 @@ class TargetServer:
                 session.abort_all()
                 if session is not requester and cold:
                     session.close()
-        lunmap.target_reset()
+        lunmap.target_reset(cold)
 
     # ---------------------------------------------------------------- logins
     async def _on_accept(self, conn: DatamoverConnection) -> None:
-        if len(self._login_tasks) >= self.config.max_logins:
-            # connections that have not logged in yet are bounded (slow-login floods)
-            log.warning("refusing %s: %d logins already in progress", conn.peer, len(self._login_tasks))
+        if len(self._login_tasks) + len(self.sessions) >= self.config.max_connections:
+            # bounded: a flood of sockets that never log in cannot pile up login tasks
+            log.warning("refusing %s: %d connections already (max_connections)", conn.peer,
+                        len(self._login_tasks) + len(self.sessions))
             conn.connection_terminate()
             return
         task = asyncio.current_task()
@@ -250,6 +252,11 @@ class TargetServer:
     def _session_closed(self, session: TargetSession) -> None:
         if self.sessions.get(session.tsih) is session:
             del self.sessions[session.tsih]
+        if session.target is not None:
+            # the I_T nexus is gone: its RESERVE(6), PREVENT and the like end (SPC-5 5.13)
+            lunmap = self.lunmaps.get(session.target.iqn)
+            if lunmap is not None:
+                lunmap.nexus_lost(session.nexus)
         try:
             self.closed_stats.append(session.conn.stats())  # for reports after logout
         except Exception:

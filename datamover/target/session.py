@@ -188,20 +188,19 @@ class TargetSession:
         log.warning("protocol error from %s: %s", self.initiator_name, error)
         header = header or getattr(error, "header", b"")
         self.reject(int(reason), header)
-        if reason == RejectReason.DATA_DIGEST_ERROR and len(header) >= 20 and header[0] & 0x3F == 0x05:
-            # A Data-Out lost to a data digest error: ERL 0 has no recovery R2T, so the
-            # burst will never complete; end the task (RFC 7143 7.8: CHECK CONDITION,
-            # protocol service CRC error) instead of holding it, its buffer and a slot of
-            # the command window until the session ends (tests/reliability).
+        if len(header) >= 20 and header[0] & 0x3F == 0x05:
+            # A Data-Out of an active task went wrong (digest, DataSN, offset): ERL 0 has no
+            # recovery R2T, so the burst will never complete; end the task now instead of
+            # holding it, its buffer and a slot of the command window until the session
+            # ends. A digest error is CHECK CONDITION, protocol service CRC error (RFC 7143
+            # 7.8); any other data error is ABORTED COMMAND, data phase error.
             task = self.tasks.get(int.from_bytes(header[16:20], "big"))
             if task is not None and not task.done:
                 from datamover.scsi.sense import Sense
+                from datamover.target.task import DATA_PHASE_ERROR
 
-                task.outstanding.clear()
-                if task.buffer is not None and len(task.buffer):
-                    self.conn.release_buffer(task.buffer)
-                    task.buffer = None
-                task._respond(0x02, Sense(0x0B, 0x47, 0x05), None)
+                crc = reason == RejectReason.DATA_DIGEST_ERROR
+                task.fail(Sense(0x0B, 0x47, 0x05) if crc else DATA_PHASE_ERROR)
 
     # ------------------------------------------------------------ ordering
     def _receive(self, pdu: Pdu) -> None:
@@ -350,8 +349,11 @@ class TargetSession:
             task = self.tasks.get(req.referenced_task_tag)
             if task is not None and task.cmd.lun == req.lun:
                 self._abort(task)
-            elif task is None and sn_lt(req.ref_cmd_sn, self.exp_cmd_sn):
-                # RFC 7143 11.6.1: the task was received and has completed already
+            elif (task is None and sn_in_window(req.ref_cmd_sn, self.exp_cmd_sn, self.max_cmd_sn)
+                  and sn_lt(req.ref_cmd_sn, req.cmd_sn)):
+                # RFC 7143 11.5.1: a RefCmdSN inside the window that has not arrived yet is
+                # considered received (and so aborted): "function complete"; a task that
+                # already completed, or never existed, is "task does not exist"
                 response = TmfResponseCode.FUNCTION_COMPLETE
             else:
                 response = TmfResponseCode.TASK_DOES_NOT_EXIST

@@ -30,6 +30,14 @@ GOOD, CHECK_CONDITION = 0x00, 0x02
 MAX_TRANSFER = 64 * 1024 * 1024
 
 _INVALID_FIELD_IN_CDB = Sense(0x05, 0x24, 0x00)
+#: ABORTED COMMAND, DATA PHASE ERROR (SPC-5): the data of the command did not arrive right
+DATA_PHASE_ERROR = Sense(0x0B, 0x4B, 0x00)
+
+
+def _header(pdu: DataOut) -> bytes:
+    from datamover.pdu import encode_header
+
+    return encode_header(pdu)[:48]
 
 
 class TargetTask:
@@ -38,7 +46,7 @@ class TargetTask:
     __slots__ = ("session", "cmd", "itt", "lun_number", "edtl", "fetch_len", "buffer",
                  "unsolicited_expected", "unsolicited_received", "next_r2t_offset",
                  "outstanding", "r2t_sn", "received", "aborted", "overflow", "underflow",
-                 "residual", "early_sense", "done", "read_buffer")
+                 "residual", "early_sense", "done", "read_buffer", "next_data_sn")
 
     def __init__(self, session: TargetSession, cmd: ScsiCommand) -> None:
         self.session = session
@@ -61,6 +69,7 @@ class TargetTask:
         self.early_sense: Sense | None = None
         self.done = False
         self.read_buffer: memoryview | None = None
+        self.next_data_sn = 0  # DataSN expected on the next unsolicited Data-Out
 
     # ---------------------------------------------------------------- start
     def start(self) -> None:
@@ -83,11 +92,12 @@ class TargetTask:
                 return
             needed = plan.data_out_length
             if self.edtl < needed:
-                # fewer bytes than the CDB needs: refuse rather than write a partial block
+                # fewer bytes expected than the CDB names (SAM-5 5.3.4, RFC 7143 11.4.5.2):
+                # only EDTL bytes come; the LU writes the whole blocks among them and the
+                # response reports the overflow residual (what libiscsi and tgtd expect)
                 self.overflow, self.residual = True, needed - self.edtl
-                self._absorb_then(_INVALID_FIELD_IN_CDB)
-                return
-            if self.edtl > needed:
+                needed = self.edtl
+            elif self.edtl > needed:
                 self.underflow, self.residual = True, self.edtl - needed
             if needed > MAX_TRANSFER:
                 self._absorb_then(_INVALID_FIELD_IN_CDB)
@@ -147,8 +157,16 @@ class TargetTask:
             return
         length = len(pdu.data)
         offset = pdu.buffer_offset
+        if pdu.data_sn != self.next_data_sn:
+            # RFC 7143 11.7.5: DataSN counts the PDUs of the unsolicited sequence from 0;
+            # at ERL 0 there is no recovery: refuse the PDU and fail the command
+            self.session.reject(0x04, _header(pdu))
+            self.fail(DATA_PHASE_ERROR)
+            return
+        self.next_data_sn += 1
         if offset + length > self.unsolicited_expected or offset < len(self.cmd.data) and length:
-            self.session.reject(0x04, b"")
+            self.session.reject(0x04, _header(pdu))
+            self.fail(DATA_PHASE_ERROR)
             return
         self.unsolicited_received += length
         if self.buffer is not None and offset < self.fetch_len:
@@ -210,7 +228,7 @@ class TargetTask:
         if 0 < read_length <= MAX_TRANSFER and self.cmd.read:
             read_buffer = self.read_buffer = conn.alloc_buffer(read_length)
         request = ScsiRequest(cdb=bytes(self.cmd.cdb), data_out=data_out, nexus=session.nexus,
-                              data_in_buffer=read_buffer)
+                              data_in_buffer=read_buffer, expected_length=self.edtl)
         try:
             result = session.lunmap.execute(self.lun_number, request)
         except Exception:
@@ -267,6 +285,18 @@ class TargetTask:
             residual=self.residual, stat_sn=session.next_stat_sn(), exp_cmd_sn=session.exp_cmd_sn,
             max_cmd_sn=session.max_cmd_sn, data=data,
         ))
+
+    def fail(self, sense: Sense) -> None:
+        """End the task now with CHECK CONDITION (a data transfer went wrong); any data
+        still in flight for it is dropped (its ITT is no longer active)."""
+        if self.done:
+            return
+        self.outstanding.clear()
+        if self.buffer is not None and len(self.buffer):
+            self.session.conn.release_buffer(self.buffer)
+            self.buffer = None
+        self.session.deallocate_task(self.itt)
+        self._respond(CHECK_CONDITION, sense, None)
 
     def abort(self) -> None:
         self.aborted = True

@@ -195,3 +195,34 @@ def test_already_running_target_is_used_and_discovered(tmp_path: Path,
     finally:
         child.terminate()
         child.wait(10)
+
+
+def test_remote_iser_target_over_the_zmq_fabric(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Across hosts: `compare --target iser=HOST:PORT` drives an iSER target started with
+    `datamover target serve`, the soft provider's pyzmq fabric carrying iSER between the two
+    processes (tested here on one host), and agrees with TCP to the same kind of target."""
+    shared = '[transport.iser]\nprovider = "soft"\nfabric = "zmq"\n'
+    config = tmp_path / "iser.toml"
+    config.write_text('[target]\ntransport = "iser"\nportals = ["127.0.0.1:0"]\n'
+                      'iqn = "iqn.2026-11.org.example:remote-iser"\nluns = ["memory,size=16M"]\n' + shared)
+    child = subprocess.Popen([sys.executable, "-m", "datamover.cli", "target", "serve", "-c", str(config)],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline()
+        assert "zmq fabric" in line, line
+        address = line.rsplit(" on ", 1)[1].strip()
+        initiator_config = tmp_path / "ini.toml"
+        initiator_config.write_text(shared)
+        report_path = tmp_path / "r.json"
+        rc = main(["compare", "-c", str(initiator_config), "--transports", "loopback,iser",
+                   "--target", f"iser={address}", "--json", str(report_path), *SMALL])
+        out, err = capsys.readouterr()
+        assert rc == 0, out + err
+        report = json.loads(report_path.read_text())
+        iser = next(t for t in report["transports"] if t["name"] == "iser")
+        assert iser["target"] == f"remote {address}"
+        assert "zmq fabric" in iser["provider"]
+    finally:
+        child.terminate()
+        child.wait(10)

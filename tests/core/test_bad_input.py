@@ -189,3 +189,24 @@ async def test_duplicate_itt_is_rejected_task_in_progress() -> None:
                             data=bytes(512)))
         reply = await client.next()
         assert isinstance(reply, ScsiResponse) and reply.itt == 0x10 and reply.status == 0
+
+
+async def test_unsolicited_data_out_with_wrong_datasn_fails_the_command() -> None:
+    """RFC 7143 11.7.5: DataSN of an unsolicited sequence starts at 0 (libiscsi
+    iSCSIDataSnInvalid): a wrong one is rejected and the command fails, it never hangs."""
+    keys = {"InitialR2T": "No", "ImmediateData": "No"}
+    async with running_target(keys=keys) as (server, portal):
+        client = RawClient()
+        login = await client.connect("loopback", portal, keys=keys)
+        import struct
+
+        write = struct.pack(">BBIBHB", 0x2A, 0, 100, 0, 1, 0)
+        client.send(ScsiCommand(itt=0x20, final=False, write=True, lun=encode_lun(0), cmd_sn=login.exp_cmd_sn,
+                                expected_data_transfer_length=512, exp_stat_sn=client.exp_stat_sn, cdb=write))
+        client.send(DataOut(itt=0x20, final=True, ttt=0xFFFFFFFF, lun=encode_lun(0), buffer_offset=0,
+                            data_sn=27, data=bytes(512)))
+        replies = [await client.next(), await client.next()]
+        assert any(isinstance(r, Reject) and r.reason == RejectReason.PROTOCOL_ERROR for r in replies)
+        response = next(r for r in replies if isinstance(r, ScsiResponse))
+        assert response.itt == 0x20 and response.status == 0x02
+        assert not server.sessions[next(iter(server.sessions))].tasks

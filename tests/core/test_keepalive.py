@@ -78,7 +78,7 @@ async def test_logins_in_progress_are_bounded() -> None:
     from datamover.plugin import create_transport
 
     config = _config()
-    config.max_logins = 3
+    config.max_connections = 3
     server = TargetServer(config)
     portal = (await server.start())[0]
     try:

@@ -60,3 +60,29 @@ async def test_abort_task_and_lun_reset() -> None:
             await task
         assert (await session.test_unit_ready()).good
         await session.logout()
+
+
+async def test_command_timeout_reinstates_the_session_and_reissues() -> None:
+    """A response lost on a connection that otherwise works: after command_timeout the
+    initiator drops the connection, logs in again and re-issues the command."""
+    async with running_target() as (server, portal):
+        session = make_session("loopback", portal, command_timeout=0.3, recovery_backoff=(0.01, 0.05))
+        await session.login()
+        target_session = next(iter(server.sessions.values()))
+        original = target_session.send
+        dropped = []
+
+        def lose_first_response(pdu, **kwargs):  # type: ignore[no-untyped-def]
+            from datamover.pdu import ScsiResponse
+
+            if isinstance(pdu, ScsiResponse) and not dropped:
+                dropped.append(pdu.itt)
+                return  # the response vanishes
+            original(pdu, **kwargs)
+
+        target_session.send = lose_first_response  # type: ignore[method-assign]
+        data = bytes(range(256)) * 16
+        await session.write_blocks(0, 40, data)
+        assert dropped and session.recoveries == 1
+        assert bytes(await session.read_blocks(0, 40, 8)) == data
+        await session.logout()

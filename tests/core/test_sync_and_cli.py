@@ -72,16 +72,6 @@ def test_disabled_plugin_env_blocks_an_entry_point(monkeypatch: pytest.MonkeyPat
     assert "iser" not in build_registry().names()
 
 
-async def test_iser_refuses_clearly_until_implemented() -> None:
-    from datamover.di import NotImplementedTransport, Portal
-    from datamover.plugin import create_transport
-
-    if "not-implemented" not in create_transport("iser").capabilities().extra:
-        pytest.skip("the iSER datamover is implemented")
-    with pytest.raises(NotImplementedTransport, match="not implemented yet"):
-        await create_transport("iser").connect(Portal("127.0.0.1", 3260))
-
-
 # ------------------------------------------------------------------ sync facade
 def test_sync_facade_round_trip() -> None:
     from datamover.initiator.sync import SyncInitiator
@@ -181,3 +171,17 @@ def test_config_errors_name_file_key_and_problem(tmp_path: Path, content: str, e
 def test_cli_lun_path_that_is_not_a_file(tmp_path: Path) -> None:
     result = run_cli("target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", f"{tmp_path},size=1M")
     assert result.returncode != 0 and "not a regular file" in result.stderr
+
+
+@pytest.mark.parametrize("content,expected", [
+    ("[keys]\nMaxBurstLenght = 65536\n", "keys.MaxBurstLenght: not an iSCSI key"),
+    ("[transport.nope]\nx = 1\n", "transport.nope: unknown transport"),
+    ("[transport.tcp]\nnodelay = 'yes'\n", "transport.tcp.nodelay: expected bool"),
+    ("[initiator]\nisid = 'zz'\ntransport='loopback'\nportal='loopback:1'\n", "initiator.isid"),
+])
+def test_config_checks_every_section(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(content)
+    result = run_cli("discover", "-c", str(path))
+    assert result.returncode != 0 and expected in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -158,7 +158,7 @@ def _execute_write(lu: LogicalUnit, req: ScsiRequest) -> ScsiResult:
         return ScsiResult()
     try:
         lu.backend.write_from(lba * bs, _take(data, nbytes) if got != nbytes else data)
-        if flags & _FUA:
+        if flags & _FUA or not lu.write_cache:  # WCE=0 (MODE SELECT): write-through
             lu.backend.flush()
     except BackendError as exc:
         lu.log_backend_error("write", exc)

@@ -55,6 +55,8 @@ _CMDQUE = 0x02
 _EVPD = 0x01
 _CMDDT = 0x02
 _NON_ROTATING = 0x0001
+_WABEREQ_READ_OK = 0x40
+_WACEREQ_READ_OK = 0x10
 
 CODE_SET_BINARY = 0x1
 CODE_SET_ASCII = 0x2
@@ -77,12 +79,19 @@ def designator(code_set: int, association: int, dtype: int, data: bytes, protoco
 
 
 def standard_inquiry_data(
-    peripheral: int, vendor: bytes, product: bytes, revision: bytes, *, cmdque: bool = True, byte5: int = 0
+    peripheral: int,
+    vendor: bytes,
+    product: bytes,
+    revision: bytes,
+    *,
+    cmdque: bool = True,
+    byte5: int = 0,
+    removable: bool = False,
 ) -> bytes:
     """The 96-byte standard INQUIRY data; ``peripheral`` is byte 0 (qualifier + type)."""
     return _STANDARD.pack(
         peripheral,
-        0,  # RMB=0: not removable
+        0x80 if removable else 0,  # RMB
         INQUIRY_VERSION_SPC4,
         _HISUP_FORMAT2,
         _STANDARD.size - 5,
@@ -119,6 +128,9 @@ class BlockLimits:
     unmap_granularity_alignment: int | None = None
     max_write_same_length: int = 0
     wsnz: bool = False
+    max_atomic_transfer_length: int = 0
+    atomic_alignment: int = 0
+    atomic_granularity: int = 0
 
 
 # ----------------------------------------------------------------------- VPD builders
@@ -163,18 +175,20 @@ def _vpd_block_limits(lu: LogicalUnit) -> bytes:
         lim.optimal_unmap_granularity,
         uga,
         lim.max_write_same_length,
-        0,  # maximum atomic transfer length
-        0,  # atomic alignment
-        0,  # atomic transfer length granularity
+        lim.max_atomic_transfer_length,
+        lim.atomic_alignment,
+        lim.atomic_granularity,
         0,  # maximum atomic transfer length with atomic boundary
         0,  # maximum atomic boundary size
     )
 
 
 def _vpd_block_characteristics(lu: LogicalUnit) -> bytes:
-    # non-rotating medium (an SSD-like LUN), no product type, no form factor
+    # non-rotating medium (an SSD-like LUN), no product type, no form factor; WABEREQ and
+    # WACEREQ 01b: after a SANITIZE block or crypto erase, reads succeed (and return zeros)
     return _BLOCK_CHARACTERISTICS.pack(
-        lu.peripheral, VpdPage.BLOCK_DEVICE_CHARACTERISTICS, _BLOCK_CHARACTERISTICS.size - 4, _NON_ROTATING, 0, 0
+        lu.peripheral, VpdPage.BLOCK_DEVICE_CHARACTERISTICS, _BLOCK_CHARACTERISTICS.size - 4, _NON_ROTATING, 0,
+        _WABEREQ_READ_OK | _WACEREQ_READ_OK,
     )
 
 
@@ -216,7 +230,9 @@ def _execute_inquiry(lu: LogicalUnit, req: ScsiRequest) -> ScsiResult:
             raise ScsiError(invalid_field_in_cdb(2))
         data = builder(lu)
     else:
-        data = standard_inquiry_data(lu.peripheral, lu.vendor, lu.product, lu.revision, byte5=lu.inquiry_byte5)
+        data = standard_inquiry_data(
+            lu.peripheral, lu.vendor, lu.product, lu.revision, byte5=lu.inquiry_byte5, removable=lu.removable
+        )
     return ScsiResult(0, None, alloc_truncate(data, alloc))
 
 

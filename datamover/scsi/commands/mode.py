@@ -51,6 +51,7 @@ _D_SENSE = 0x04
 _GLTSD = 0x02
 _QAM_UNRESTRICTED = 0x10
 _DEXCPT = 0x08
+_SWP = 0x08  # control page byte 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,8 @@ def _caching(lu: LogicalUnit) -> bytes:
 
 
 def _caching_changeable(lu: LogicalUnit) -> bytes:
-    return _CACHING.pack(PageCode.CACHING, _CACHING.size - 2, 0, 0)
+    # WCE: MODE SELECT may turn write-back caching off (every write is then made durable)
+    return _CACHING.pack(PageCode.CACHING, _CACHING.size - 2, _WCE, 0)
 
 
 def _control(lu: LogicalUnit) -> bytes:
@@ -91,7 +93,7 @@ def _control(lu: LogicalUnit) -> bytes:
         _CONTROL.size - 2,
         (_D_SENSE if lu.d_sense else 0) | _GLTSD,  # TST=000b: one task set per LU
         _QAM_UNRESTRICTED,  # QERR=00b
-        0,
+        _SWP if lu.software_write_protect else 0,
         0,  # TAS=0
         0,
         0xFFFF,  # busy timeout: unlimited
@@ -100,7 +102,8 @@ def _control(lu: LogicalUnit) -> bytes:
 
 
 def _control_changeable(lu: LogicalUnit) -> bytes:
-    return _CONTROL.pack(PageCode.CONTROL, _CONTROL.size - 2, 0, 0, 0, 0, 0, 0, 0)
+    # D_SENSE (sense format) and SWP (software write protect) can be changed
+    return _CONTROL.pack(PageCode.CONTROL, _CONTROL.size - 2, _D_SENSE, 0, _SWP, 0, 0, 0, 0)
 
 
 def _info_exceptions(lu: LogicalUnit) -> bytes:

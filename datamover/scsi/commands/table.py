@@ -52,10 +52,30 @@ class CommandSpec:
     service_action: int | None = None
     ua_exempt: bool = False
     cdb_length: int = 0
+    #: runs while the LU is not ready (no medium): START STOP UNIT, PREVENT ALLOW, ...
+    ready_exempt: bool = False
+    #: CDB USAGE DATA for REPORT SUPPORTED OPERATION CODES (SPC-5 6.35.3): the bits the
+    #: command looks at, opcode first; empty means "every bit of every byte but the
+    #: reserved CONTROL bits" (see :meth:`usage_data`)
+    usage: bytes = b""
+    #: nominal and recommended command timeouts in seconds (timeouts descriptor)
+    timeout: int = 30
 
     @property
     def length(self) -> int:
         return self.cdb_length or cdb_length(self.opcode)
+
+    def usage_data(self) -> bytes:
+        """The CDB usage bitmap: ``usage`` as declared, or a permissive default."""
+        if self.usage:
+            return self.usage
+        n = self.length or 16
+        data = bytearray(b"\xff" * n)
+        data[0] = self.opcode
+        if self.service_action is not None:
+            data[1] = 0xE0 | self.service_action
+        data[n - 1] = 0x07  # CONTROL: NACA, (obsolete) FLAG/LINK as SPC-5 reports them
+        return bytes(data)
 
 
 class CommandTable:

@@ -450,9 +450,12 @@ class SoftQP(QP):
         ep = self.ep
         if ep is None:
             return
-        for wqe in self.inflight:
+        # a snapshot: sending can complete and retire WQEs (inflight changes under us)
+        for wqe in list(self.inflight):
             if wqe.psn >= p and not wqe.done and wqe.msg is not None:
                 ep.send(wqe.msg)
+                if self.ep is None:
+                    break  # the link went down while we resent
         self._arm_timer(restart=True)
 
     def _arm_timer(self, restart: bool = False) -> None:
