@@ -222,7 +222,7 @@ def test_remote_iser_target_over_the_zmq_fabric(tmp_path: Path, capsys: pytest.C
         report = json.loads(report_path.read_text())
         iser = next(t for t in report["transports"] if t["name"] == "iser")
         assert iser["target"] == f"remote {address}"
-        assert "zmq fabric" in iser["provider"]
+        assert "zmq fabric" in iser["describe"]
     finally:
         child.terminate()
         child.wait(10)

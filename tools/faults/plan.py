@@ -96,9 +96,11 @@ class FaultPlan:
     fired: list[dict[str, object]] = field(default_factory=list)
     _rng: random.Random = field(init=False, repr=False)
     _connections: int = field(default=0, init=False)
+    _scripted_all: list[Fault] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self._scripted_all = [f for f in self.scripted if f is not None]
 
     @classmethod
     def random(cls, seed: int, rate: float = 0.5, **kwargs: object) -> FaultPlan:
@@ -131,6 +133,11 @@ class FaultPlan:
         actions = [a for a in self.actions if where is not Where.LOGIN or a is not Action.CORRUPT]
         return Fault(action=rng.choice(actions), where=where, direction=direction, nth=nth,
                      offset_fraction=rng.random(), seconds=rng.uniform(0.01, self.max_delay))
+
+    def unfired(self, fault: Fault) -> None:
+        """A scripted fault whose connection ended first goes back to the front."""
+        if self.enabled and any(fault is f for f in self._scripted_all):
+            self.scripted.insert(0, fault)
 
     def record(self, conn: int, fault: Fault, opcode: int, offset: int, length: int) -> None:
         self.fired.append({"conn": conn, "fault": fault.describe(), "action": fault.action.value,

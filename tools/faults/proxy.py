@@ -96,6 +96,11 @@ class FaultProxy:
         try:
             await link.done.wait()
         finally:
+            if link.fault is not None:
+                # the connection ended (for another reason) before its scripted fault's
+                # turn came: give it to the next connection so no scripted fault is lost
+                self.plan.unfired(link.fault)
+                link.fault = None
             for pump in pumps:
                 pump.cancel()
             for w in link.writers:
