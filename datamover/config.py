@@ -56,7 +56,8 @@ class ConfigError(ValueError):
 _TARGET_KEYS: dict[str, type | tuple[type, ...]] = {
     "transport": str, "portals": list, "portal": str, "iqn": str, "luns": list, "lun": str, "acl": list,
     "chap": str, "queue_depth": int, "login_timeout": (int, float), "nop_interval": (int, float),
-    "discovery_chap": str, "power_on_ua": bool, "alias": str,
+    "discovery_chap": str, "power_on_ua": bool, "alias": str, "allow_target_reset": bool,
+    "max_connections": int,
 }
 _INITIATOR_KEYS: dict[str, type | tuple[type, ...]] = {
     "transport": str, "portal": str, "target": str, "name": str, "chap": str, "isid": (int, str),
@@ -256,7 +257,8 @@ def build_target_config(config: FileConfig, overrides: dict[str, Any]) -> Target
         except ValueError as exc:
             raise problem("acl", str(exc)) from None
     target = TargetConfig(iqn=iqn, luns=luns, acl=acl, chap=chap, alias=merged.get("alias"),
-                          power_on_ua=bool(merged.get("power_on_ua", True)))
+                          power_on_ua=bool(merged.get("power_on_ua", True)),
+                          allow_target_reset=bool(merged.get("allow_target_reset", True)))
     queue_depth = int(merged.get("queue_depth", 128))
     if not 1 <= queue_depth <= 4096:
         raise problem("queue_depth", "must be between 1 and 4096")
@@ -265,4 +267,5 @@ def build_target_config(config: FileConfig, overrides: dict[str, Any]) -> Target
         transport_options=transport_options(config, transport), keys=dict(config.keys),
         queue_depth=queue_depth, login_timeout=float(merged.get("login_timeout", 15.0)),
         nop_interval=float(merged.get("nop_interval", 0.0)), discovery_chap=discovery_chap,
+        max_connections=int(merged.get("max_connections", 256)),
     )

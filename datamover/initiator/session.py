@@ -54,6 +54,7 @@ from datamover.trace import DITrace
 log = logging.getLogger("datamover.initiator")
 
 GOOD = 0x00
+TASK_ABORTED = 0x40
 #: seconds a closed command window may stay closed before a NOP-Out asks for a new one
 WINDOW_STALL = 0.5
 
@@ -254,12 +255,17 @@ class InitiatorSession:
 
         ``data_out`` is the write payload (its length is the Expected Data Transfer
         Length); ``read_length`` or ``read_buffer`` sizes the read descriptor. A command
-        refused with a UNIT ATTENTION (power on, reset, ...) was not executed by the device,
-        so it is retried up to ``ua_retries`` times, as operating-system initiators do.
+        refused with a UNIT ATTENTION (power on, reset, ...) or ended with TASK ABORTED by
+        another initiator's reset was not executed by the device, so it is retried up to
+        ``ua_retries`` times, as operating-system initiators do.
         """
         for _ in range(ua_retries):
             outcome = await self._execute_once(lun, cdb, data_out=data_out, read_length=read_length,
                                                read_buffer=read_buffer, attr=attr, timeout=timeout)
+            if outcome.status == TASK_ABORTED:
+                # another initiator's reset aborted it before it ran (TAS): try again
+                log.info("command on LUN %d aborted by another nexus: retrying", lun)
+                continue
             if not (outcome.status == 0x02 and _sense_key(outcome.sense) == 0x06):
                 return outcome
             log.info("unit attention on LUN %d (ASC/ASCQ %s): retrying", lun, outcome.sense[12:14].hex())

@@ -113,6 +113,9 @@ class TargetConfig:
     alias: str | None = None
     #: unit attention "power on occurred" on each new I_T nexus (SPC); off for clean starts
     power_on_ua: bool = True
+    #: honour TARGET WARM/COLD RESET (they abort every initiator's tasks; a cold reset also
+    #: logs the others out); when False they are refused with "authorization failed"
+    allow_target_reset: bool = True
 
 
 @dataclass(slots=True)

@@ -157,7 +157,7 @@ class TargetServer:
         number = decode_lun(raw_lun)
         for session in self.sessions.values():
             if session.target is requester.target:
-                session.abort_all(raw_lun)
+                session.abort_all(raw_lun, by_other_nexus=session is not requester)
         self.lunmaps[requester.target.iqn].lu_reset(number)
 
     def target_reset(self, requester: TargetSession, *, cold: bool) -> None:
@@ -165,7 +165,7 @@ class TargetServer:
         lunmap = self.lunmaps[requester.target.iqn]
         for session in list(self.sessions.values()):
             if session.target is requester.target:
-                session.abort_all()
+                session.abort_all(by_other_nexus=session is not requester)
                 if session is not requester and cold:
                     session.close()
         lunmap.target_reset(cold)

@@ -367,7 +367,11 @@ class TargetSession:
             else:
                 self.server.lu_reset(self, lun)
         elif function in (TmfFunction.TARGET_WARM_RESET, TmfFunction.TARGET_COLD_RESET):
-            self.server.target_reset(self, cold=function == TmfFunction.TARGET_COLD_RESET)
+            if self.target is not None and not self.target.allow_target_reset:
+                # RFC 7143 11.6.1: a target may refuse resets that hit other initiators
+                response = TmfResponseCode.AUTHORIZATION_FAILED
+            else:
+                self.server.target_reset(self, cold=function == TmfFunction.TARGET_COLD_RESET)
         elif function == TmfFunction.TASK_REASSIGN:
             response = TmfResponseCode.REASSIGN_NOT_SUPPORTED
         else:
@@ -384,10 +388,19 @@ class TargetSession:
         self.finish_task(task)
         self.deallocate_task(task.itt)
 
-    def abort_all(self, lun: int | None = None) -> None:
+    def abort_all(self, lun: int | None = None, *, by_other_nexus: bool = False) -> None:
+        """Abort tasks (of one LUN, or all). Tasks of the nexus that asked end silently:
+        its TMF response tells it. Tasks of other nexuses end with status TASK ABORTED
+        (SAM-5 TAS=1, the control page's TAS bit), so their initiators learn at once and
+        can retry, instead of waiting for a response that never comes."""
         for task in list(self.tasks.values()):
             if lun is None or task.cmd.lun == lun:
-                self._abort(task)
+                if by_other_nexus and not task.done:
+                    task.outstanding.clear()
+                    self.deallocate_task(task.itt)
+                    task._respond(0x40, None, None)  # TASK ABORTED
+                else:
+                    self._abort(task)
 
     # ------------------------------------------------------------ Text
     def _text_request(self, req: TextRequest) -> None:

@@ -86,3 +86,47 @@ async def test_command_timeout_reinstates_the_session_and_reissues() -> None:
         assert dropped and session.recoveries == 1
         assert bytes(await session.read_blocks(0, 40, 8)) == data
         await session.logout()
+
+
+async def test_other_initiators_tasks_end_with_task_aborted_and_are_retried() -> None:
+    """A LUN reset from one initiator aborts another's tasks with TASK ABORTED (TAS) and a
+    unit attention; the other initiator retries and its caller sees success."""
+    keys = {"InitialR2T": "No", "ImmediateData": "No", "FirstBurstLength": "4096"}
+    async with running_target(keys=keys) as (server, portal):
+        victim = make_session("loopback", portal, keys=keys)
+        resetter = make_session("loopback", portal, keys=keys)
+        await victim.login()
+        await resetter.login()
+        victim_target = next(s for s in server.sessions.values() if s.initiator_name == victim.config.name
+                             and s.isid == victim.config.isid)
+        # hold the victim's write open: its unsolicited data never arrives
+        import struct
+
+        dropped: list[int] = []
+        original = victim.conn.send_control  # type: ignore[union-attr]
+        from datamover.pdu import DataOut
+
+        def drop_data(pdu, **kwargs):  # type: ignore[no-untyped-def]
+            if isinstance(pdu, DataOut) and not dropped:
+                dropped.append(pdu.itt)
+                return
+            original(pdu, **kwargs)
+
+        victim.conn.send_control = drop_data  # type: ignore[union-attr,method-assign]
+        cdb = struct.pack(">BBQIBB", 0x8A, 0, 0, 8, 0, 0)
+        write = asyncio.ensure_future(victim.execute(0, cdb, data_out=b"v" * 4096))
+        await asyncio.sleep(0.05)
+        assert victim_target.tasks, "the victim's write should be waiting for its data"
+        assert await resetter.lun_reset(0) == 0
+        outcome = await asyncio.wait_for(write, 5)
+        assert outcome.good  # retried after TASK ABORTED and the unit attention
+        await victim.logout()
+        await resetter.logout()
+
+
+async def test_target_reset_can_be_refused() -> None:
+    async with running_target(allow_target_reset=False) as (server, portal):
+        session = make_session("loopback", portal)
+        await session.login()
+        assert await session.task_management(6) == 6  # function authorization failed
+        await session.logout()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import json
 import random
 import signal
@@ -130,7 +131,7 @@ class Generator:
                                ttt=rng.choice([0xFFFFFFFF, rng.randrange(1 << 32)]), cmd_sn=sn, data=text)
         if rng.random() < 0.05:
             return LogoutRequest(itt=itt, reason=rng.randrange(4), cid=rng.randrange(3), cmd_sn=sn)
-        return SnackRequest(itt=itt, snack_type=rng.randrange(4), ttt=rng.randrange(1 << 32),
+        return SnackRequest(itt=itt, type=rng.randrange(4), ttt=rng.randrange(1 << 32),
                             beg_run=rng.randrange(8), run_length=rng.randrange(8))
 
 
@@ -148,8 +149,17 @@ def _rss_mib(pid: int) -> float:
 
 
 async def _start_target(port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "datamover.cli", "target", "serve", "--transport", "tcp",
-                             "--portal", f"127.0.0.1:{port}", "--iqn", IQN, "--lun", f"memory,size={LUN_BYTES}"],
+    # The flooding initiators are not trusted with resets of the whole target (a TARGET
+    # WARM/COLD RESET aborts or logs out every other initiator by definition): they get
+    # "authorization failed". LUN resets stay allowed; the healthy session retries what
+    # they abort (TASK ABORTED) and the unit attentions they raise.
+    import tempfile
+
+    fd, config = tempfile.mkstemp(suffix=".toml", prefix="flood-target-")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f'[target]\ntransport = "tcp"\nportals = ["127.0.0.1:{port}"]\niqn = "{IQN}"\n'
+                     f'luns = ["memory,size={LUN_BYTES}"]\nallow_target_reset = false\n')
+    proc = subprocess.Popen([sys.executable, "-m", "datamover.cli", "target", "serve", "-c", config],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(400):
         try:
@@ -234,8 +244,9 @@ async def run(pdus: int = 20_000, seed: int = 1, connections: int = 4, max_laten
                 got = await asyncio.wait_for(session.read_blocks(0, lba, 8), 30)
                 if bytes(got) != data:
                     health["failures"] += 1
-            except Exception:
+            except Exception as exc:
                 health["failures"] += 1
+                health.setdefault("first_failure", repr(exc)[:200])  # type: ignore[arg-type]
             health["max_latency"] = max(health["max_latency"], time.perf_counter() - t0)
             health["ios"] += 2
             lba = (lba + 8) % (LUN_BYTES // 512 - 8)
@@ -250,8 +261,16 @@ async def run(pdus: int = 20_000, seed: int = 1, connections: int = 4, max_laten
                 return
             rss.append(_rss_mib(proc.pid))
 
+    async def guarded(index: int) -> None:
+        # a worker that dies must end the run (and be reported), not leave the others
+        # waiting for a stop that never comes
+        try:
+            await hostile(index)
+        finally:
+            stop.set()
+
     try:
-        results = await asyncio.gather(monitor(), healthy(), *(hostile(i) for i in range(connections)),
+        results = await asyncio.gather(monitor(), healthy(), *(guarded(i) for i in range(connections)),
                                        return_exceptions=True)
     finally:
         alive = proc.poll() is None
