@@ -41,7 +41,8 @@ def test_read_capacity_16(mem_lu: LogicalUnit) -> None:
     data = assert_good(run(mem_lu, rc16()))
     assert len(data) == 32
     last, bs, prot, exp, lbp = struct.unpack_from(">QIBBH", data)
-    assert (last, bs, prot, exp & 0x0F, lbp & 0xC000) == (BLOCKS - 1, 512, 0, 0, 0)
+    # thin provisioned by default: LBPME and LBPRZ set
+    assert (last, bs, prot, exp & 0x0F, lbp & 0xC000) == (BLOCKS - 1, 512, 0, 0, 0xC000)
     assert len(assert_good(run(mem_lu, rc16(alloc=12)))) == 12
     assert assert_good(run(mem_lu, rc16(alloc=0))) == b""
 
@@ -114,7 +115,7 @@ def test_mode_sense10_long_lba(mem_lu: LogicalUnit) -> None:
 
 def test_mode_sense_page_control(mem_lu: LogicalUnit) -> None:
     changeable = pages_of(assert_good(run(mem_lu, ms6(0x08, pc=1, dbd=True)))[4:])[0x08]
-    assert changeable[2:] == bytes(18)  # nothing changeable yet
+    assert changeable[2] == 0x04 and changeable[3:] == bytes(17)  # only WCE is changeable
     default = assert_good(run(mem_lu, ms6(0x3F, pc=2)))
     assert default == assert_good(run(mem_lu, ms6(0x3F, pc=0)))
     assert_check(run(mem_lu, ms6(0x3F, pc=3)), SenseKey.ILLEGAL_REQUEST, 0x39)

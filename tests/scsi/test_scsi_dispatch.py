@@ -10,7 +10,7 @@ from datamover.scsi.constants import SenseKey
 from datamover.scsi.sense import INVALID_OPCODE, ScsiError
 
 
-@pytest.mark.parametrize("opcode", [0x02, 0x3E, 0x7E, 0xC0, 0xFF, Opcode.MODE_SELECT_6, Opcode.UNMAP])
+@pytest.mark.parametrize("opcode", [0x02, 0x3E, 0x7E, 0xC0, 0xFF, Opcode.FORMAT_UNIT, Opcode.LOG_SELECT])
 def test_unsupported_opcode(mem_lu: LogicalUnit, opcode: int) -> None:
     cdb = bytes([opcode]) + bytes(15)
     assert_check(run(mem_lu, cdb), SenseKey.ILLEGAL_REQUEST, 0x20)
@@ -82,9 +82,9 @@ def test_table_service_actions() -> None:
         table.register(CommandSpec(Opcode.SERVICE_ACTION_IN_16, "x", spec.prepare, spec.execute))
     with pytest.raises(ValueError):
         table.register(CommandSpec(Opcode.READ_10, "x", spec.prepare, spec.execute, service_action=1))
-    table.register(CommandSpec(Opcode.SERVICE_ACTION_IN_16, "GET LBA STATUS", spec.prepare, spec.execute, 0x12))
-    table.unregister(Opcode.SERVICE_ACTION_IN_16, 0x12)
-    assert table.find(Opcode.SERVICE_ACTION_IN_16, 0x12) is None
+    table.register(CommandSpec(Opcode.SERVICE_ACTION_IN_16, "READ LONG(16)", spec.prepare, spec.execute, 0x11))
+    table.unregister(Opcode.SERVICE_ACTION_IN_16, 0x11)
+    assert table.find(Opcode.SERVICE_ACTION_IN_16, 0x11) is None
     table.unregister(Opcode.READ_10)
     assert Opcode.READ_10 not in table
     assert Opcode.READ_10 in default_table()  # a fresh table is unaffected

@@ -151,9 +151,13 @@ def test_cmddt_and_reserved_bits(mem_lu: LogicalUnit) -> None:
 
 
 def test_added_vpd_page_is_listed(mem_lu: LogicalUnit) -> None:
-    mem_lu.vpd_pages[VpdPage.LOGICAL_BLOCK_PROVISIONING] = lambda lu: bytes((0, 0xB2, 0, 4, 0, 0, 0, 0))
-    assert 0xB2 in vpd(mem_lu, 0x00)[4:]
-    assert vpd(mem_lu, 0xB2) == bytes((0, 0xB2, 0, 4, 0, 0, 0, 0))
+    mem_lu.vpd_pages[VpdPage.EXTENDED_INQUIRY] = lambda lu: bytes((0, 0x86, 0, 4, 0, 0, 0, 0))
+    assert 0x86 in vpd(mem_lu, 0x00)[4:]
+    assert vpd(mem_lu, 0x86) == bytes((0, 0x86, 0, 4, 0, 0, 0, 0))
     # other LUs keep their own page set
     other = LogicalUnit(MemoryBackend(1 << 20), power_on_ua=False)
-    assert 0xB2 not in vpd(other, 0x00)[4:]
+    assert 0x86 not in vpd(other, 0x00)[4:]
+    # a fully provisioned LU has no logical block provisioning page
+    assert 0xB2 in vpd(other, 0x00)[4:]
+    full = LogicalUnit(MemoryBackend(1 << 20), power_on_ua=False, thin=False)
+    assert 0xB2 not in vpd(full, 0x00)[4:]
