@@ -137,10 +137,11 @@ class RawClient:
         self.errors.append(error)
 
     # driving -------------------------------------------------------------------
-    async def connect(self, transport: Transport, portal: Portal, *, keys: dict[str, str] | None = None) -> LoginResult:
+    async def connect(self, transport: Transport, portal: Portal, *, keys: dict[str, str] | None = None,
+                      target: str = TARGET_IQN, initiator: str = INITIATOR_IQN) -> LoginResult:
         self.conn = await transport.connect(portal, timeout=10.0)
-        config = InitiatorConfig(name=INITIATOR_IQN, keys=dict(keys or {}))
-        self.login = await initiator_login(self.conn, config, transport.capabilities(), target_name=TARGET_IQN,
+        config = InitiatorConfig(name=initiator, keys=dict(keys or {}))
+        self.login = await initiator_login(self.conn, config, transport.capabilities(), target_name=target,
                                            cmd_sn=1, itt=1)
         self.conn.notice_key_values(self.login.agreed)
         await self.conn.enable_datamover(self)
