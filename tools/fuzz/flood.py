@@ -151,14 +151,16 @@ def _rss_mib(pid: int) -> float:
 async def _start_target(port: int) -> subprocess.Popen[bytes]:
     # The flooding initiators are not trusted with resets of the whole target (a TARGET
     # WARM/COLD RESET aborts or logs out every other initiator by definition): they get
-    # "authorization failed". LUN resets stay allowed; the healthy session retries what
-    # they abort (TASK ABORTED) and the unit attentions they raise.
+    # "authorization failed". LUN resets stay allowed: they hit the LUNs the flooders
+    # address (0, 1, 5); the healthy session works on LUN 2, which only it uses, as a
+    # tenant of a shared target would.
     import tempfile
 
     fd, config = tempfile.mkstemp(suffix=".toml", prefix="flood-target-")
     with os.fdopen(fd, "w") as handle:
         handle.write(f'[target]\ntransport = "tcp"\nportals = ["127.0.0.1:{port}"]\niqn = "{IQN}"\n'
-                     f'luns = ["memory,size={LUN_BYTES}"]\nallow_target_reset = false\n')
+                     f'luns = ["memory,size={LUN_BYTES}", "memory,size=1M", "memory,size={LUN_BYTES}"]\n'
+                     f'allow_target_reset = false\n')
     proc = subprocess.Popen([sys.executable, "-m", "datamover.cli", "target", "serve", "-c", config],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(400):
@@ -171,6 +173,10 @@ async def _start_target(port: int) -> subprocess.Popen[bytes]:
                 raise RuntimeError("target exited at start")
             await asyncio.sleep(0.05)
     raise RuntimeError("target did not start")
+
+
+#: the LUN of the healthy session: no flooder addresses it
+HEALTHY_LUN = 2
 
 
 async def run(pdus: int = 20_000, seed: int = 1, connections: int = 4, max_latency: float = 5.0,
@@ -240,8 +246,8 @@ async def run(pdus: int = 20_000, seed: int = 1, connections: int = 4, max_laten
             data = rng.randbytes(4096)
             t0 = time.perf_counter()
             try:
-                await asyncio.wait_for(session.write_blocks(0, lba, data), 30)
-                got = await asyncio.wait_for(session.read_blocks(0, lba, 8), 30)
+                await asyncio.wait_for(session.write_blocks(HEALTHY_LUN, lba, data), 30)
+                got = await asyncio.wait_for(session.read_blocks(HEALTHY_LUN, lba, 8), 30)
                 if bytes(got) != data:
                     health["failures"] += 1
             except Exception as exc:
