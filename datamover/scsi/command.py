@@ -9,6 +9,7 @@ Data-In and a SCSI Response.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,11 +86,19 @@ class ScsiResult:
     ``data_in`` is at most the CDB's allocation/transfer length; the core truncates it
     to the Expected Data Transfer Length and computes residuals. ``sense`` is already
     in the format the LU reports (fixed or descriptor): send ``sense.encode()``.
+
+    ``pending`` is set when the command goes on after ``execute`` returns (SANITIZE with
+    IMMED=0 runs for seconds in the background): the other fields mean nothing then, and
+    the outcome is the :class:`ScsiResult` the future resolves to, set from another
+    thread. The core answers the command when it resolves (a ``concurrent.futures.Future``
+    is used because it works with or without an event loop); an aborted task is simply
+    not answered, while the operation itself goes on.
     """
 
     status: int = ScsiStatus.GOOD
     sense: Sense | None = None
     data_in: memoryview | bytes | None = None
+    pending: Future[ScsiResult] | None = None
 
     @property
     def good(self) -> bool:

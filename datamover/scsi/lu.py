@@ -5,7 +5,8 @@ The iSCSI core talks to it through two calls:
 * :meth:`LogicalUnit.prepare` decodes a CDB without side effects and says which way data
   flows and how much, so the core knows how much write data to solicit;
 * :meth:`LogicalUnit.execute` runs the command synchronously and returns status, sense
-  and read data.
+  and read data; a command that goes on in the background (SANITIZE with IMMED=0)
+  returns a result whose ``pending`` future gives the outcome later.
 
 Commands come from a :class:`~datamover.scsi.commands.CommandTable` (one module per
 command family); the LU itself only does what is common to all commands: unit
@@ -27,6 +28,7 @@ from datamover.scsi.command import CommandPlan, ScsiRequest, ScsiResult
 from datamover.scsi.commands import CommandSpec, CommandTable, default_table, setup_families
 from datamover.scsi.commands.inquiry import DEFAULT_VPD_PAGES, BlockLimits, VpdBuilder
 from datamover.scsi.commands.mode import DEFAULT_MODE_PAGES, ModePage
+from datamover.scsi.commands.sanitize import DEFAULT_SANITIZE_RATE, SanitizeOperation
 from datamover.scsi.constants import PeripheralDeviceType, ScsiStatus
 from datamover.scsi.sense import (
     BUS_DEVICE_RESET,
@@ -97,6 +99,7 @@ class LogicalUnit:
         commands: CommandTable | None = None,
         removable: bool = False,
         thin: bool = True,
+        sanitize_rate: int | None = None,
     ) -> None:
         if block_size < 512 or block_size & (block_size - 1) or block_size > 1 << 16:
             raise LunConfigError(f"block size {block_size} must be a power of two in 512..65536")
@@ -187,6 +190,10 @@ class LogicalUnit:
         self.reservation_gate: Callable[[LogicalUnit, CommandSpec, ScsiRequest], None] | None = None
         #: SANITIZE that ended in failure (exit-failure-mode clears it)
         self.sanitize_failed = False
+        #: the sanitize running in the background, if any (it owns ``not_ready`` meanwhile)
+        self.sanitizing: SanitizeOperation | None = None
+        #: SANITIZE OVERWRITE pace, bytes per second per pass (0: as fast as the backend goes)
+        self.sanitize_rate = DEFAULT_SANITIZE_RATE if sanitize_rate is None else max(0, sanitize_rate)
         if commands is None:
             # one shared table for every LU with the default command set; register()
             # gives this LU a private copy before changing it
@@ -275,8 +282,11 @@ class LogicalUnit:
                 raise ScsiError(invalid_field_in_cdb(len(cdb)))
             if cdb[length - 1] & _CONTROL_CHECKED:
                 check_control(cdb, length)
-        if self.not_ready is not None and not (spec.ua_exempt or spec.ready_exempt):
-            raise ScsiError(self.not_ready)
+        not_ready = self.not_ready  # one read: a sanitize worker may change it
+        if not_ready is not None and not spec.ua_exempt and (not spec.ready_exempt or self.sanitizing is not None):
+            # while a sanitize runs only INQUIRY, REPORT LUNS and REQUEST SENSE go through
+            # (SBC-4 4.11.2), not even the commands that work without a medium
+            raise ScsiError(not_ready)
 
     def _format(self, sense: Sense | None) -> Sense | None:
         return None if sense is None else sense.as_descriptor(self.d_sense)
@@ -289,7 +299,7 @@ class LogicalUnit:
         """LOGICAL UNIT RESET: every known nexus gets BUS DEVICE RESET FUNCTION OCCURRED.
 
         Commands run synchronously, so there is no task to abort here; the core aborts
-        its own queued tasks for this LU.
+        its own queued tasks for this LU. A sanitize in progress goes on (SBC-4 4.11.2).
         """
         self.unit_attentions.establish(BUS_DEVICE_RESET)
         self.prevent.clear()
@@ -334,7 +344,11 @@ class LogicalUnit:
         log.warning("LU %s: backend %s error: %s", self.serial, what, exc)
 
     def close(self) -> None:
-        """Flush and close the backend."""
+        """Stop a sanitize in progress (leaving the medium part-sanitized), then flush and
+        close the backend."""
+        operation = self.sanitizing
+        if operation is not None:
+            operation.stop()
         try:
             self.backend.flush()
         finally:

@@ -190,17 +190,22 @@ def select(listing: list[str], specs: list[str]) -> list[str]:
 
 def run_test_cu(url: str, extra_args: list[str] | None = None, timeout: float = 1800.0, *,
                 dataloss: bool = True, tests: list[str] | None = None, initiator: str | None = None,
-                initiator2: str | None = None, log_path: str | None = None) -> TestCuResult:
-    """Run ``iscsi-test-cu [-d] [-t A,B] [-i NAME] [-I NAME2] EXTRA URL`` and parse it.
+                initiator2: str | None = None, log_path: str | None = None, sanitize: bool = False,
+                multipath_url: str | None = None) -> TestCuResult:
+    """Run ``iscsi-test-cu [-d] [-S] [-t A,B] [-i NAME] [-I NAME2] EXTRA URL [URL2]`` and parse it.
 
-    ``dataloss`` adds ``-d`` (write tests: the LUN's data is destroyed). ``tests`` become
-    one ``-t`` list of FAMILY[.Suite[.Test]] names. The tool exits 0 even when tests fail,
+    ``dataloss`` adds ``-d`` (write tests: the LUN's data is destroyed); ``sanitize`` adds
+    ``-S`` (the SANITIZE tests). ``tests`` become one ``-t`` list of FAMILY[.Suite[.Test]]
+    names. ``multipath_url`` (the same LUN through a second portal) enables the multipath
+    tests and makes the two-initiator tests use it. The tool exits 0 even when tests fail,
     so callers judge the outcomes, never the exit status. PeerMissing if not installed.
     """
     binary = require("iscsi-test-cu")["iscsi-test-cu"]
     argv = [binary]
     if dataloss:
         argv.append("-d")
+    if sanitize:
+        argv.append("-S")
     if tests:
         argv += ["-t", ",".join(tests)]
     if initiator:
@@ -208,6 +213,8 @@ def run_test_cu(url: str, extra_args: list[str] | None = None, timeout: float = 
     if initiator2:
         argv += ["-I", initiator2]
     argv += [*(extra_args or []), url]
+    if multipath_url:
+        argv.append(multipath_url)
     start = time.monotonic()
     timed_out = False
     try:

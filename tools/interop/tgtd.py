@@ -48,15 +48,19 @@ class Tgtd:
     lun_path: str
     lun: int = TGTD_LUN
     accounts: list[str] = field(default_factory=list)
+    #: every portal it serves, the first being (host, port)
+    portals: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def portal(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def url(self, user: str | None = None, secret: str | None = None) -> str:
+    def url(self, user: str | None = None, secret: str | None = None, *, portal: int = 0) -> str:
+        """The iSCSI URL of the LUN through portal number ``portal`` (0 = the first)."""
         from tools.interop.libiscsi import iscsi_url
 
-        return iscsi_url(self.host, self.port, self.iqn, self.lun, user=user, secret=secret)
+        host, port = self.portals[portal] if self.portals else (self.host, self.port)
+        return iscsi_url(host, port, self.iqn, self.lun, user=user, secret=secret)
 
     def admin(self, *args: str) -> str:
         """Run ``tgtadm -C PORT --lld iscsi ARGS``."""
@@ -101,13 +105,17 @@ class Tgtd:
 def start_tgtd(lun_path: str | os.PathLike[str], port: int = 0, iqn: str = DEFAULT_IQN, *,
                chap: str | None = None, size: int | None = None, host: str = "127.0.0.1",
                log_dir: str | os.PathLike[str] | None = None, params: dict[str, str] | None = None,
-               timeout: float = 20.0) -> Tgtd:
+               timeout: float = 20.0, lun_params: dict[str, str] | None = None,
+               portals: int = 1) -> Tgtd:
     """Start ``tgtd -f --iscsi portal=HOST:PORT -C N`` and configure tid 1 with LUN 1.
 
     ``port`` 0 picks a free one. ``chap`` is ``USER:SECRET`` (incoming) or
     ``USER:SECRET:MUTUALUSER:MUTUALSECRET`` (adds the outgoing account for mutual CHAP).
     ``size`` creates/extends the backing file sparse. ``params`` are target parameters set with
-    ``tgtadm --op update`` (e.g. MaxRecvDataSegmentLength). Raises PeerMissing or PeerFailed.
+    ``tgtadm --op update`` (e.g. MaxRecvDataSegmentLength); ``lun_params`` are the LUN's
+    (``removable=1``, ``readonly=1``, ``lbppbe=3``: ``tgtadm --mode logicalunit --op update
+    --params``). ``portals`` > 1 adds that many more free ports (``--mode portal --op new``),
+    e.g. for a multipath URL. Raises PeerMissing or PeerFailed.
     """
     paths = require("tgtd", "tgtadm")
     require_root("tgtd")
@@ -124,7 +132,7 @@ def start_tgtd(lun_path: str | os.PathLike[str], port: int = 0, iqn: str = DEFAU
     SOCKET_DIR.mkdir(parents=True, exist_ok=True)
     process = PeerProcess([paths["tgtd"], "-f", "-C", str(control), "--iscsi", f"portal={host}:{port}"],
                           log_dir / "tgtd.log")
-    tgtd = Tgtd(process, paths["tgtadm"], control, host, port, iqn, lun_path)
+    tgtd = Tgtd(process, paths["tgtadm"], control, host, port, iqn, lun_path, portals=[(host, port)])
     try:
         deadline = time.monotonic() + timeout
         while True:  # the control socket answers once tgtd is ready for tgtadm
@@ -140,6 +148,13 @@ def start_tgtd(lun_path: str | os.PathLike[str], port: int = 0, iqn: str = DEFAU
         tgtd.admin("--mode", "target", "--op", "new", "--tid", "1", "--targetname", iqn)
         tgtd.admin("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", str(TGTD_LUN),
                    "--backing-store", lun_path)
+        if lun_params:
+            tgtd.admin("--mode", "logicalunit", "--op", "update", "--tid", "1", "--lun", str(TGTD_LUN),
+                       "--params", ",".join(f"{k}={v}" for k, v in lun_params.items()))
+        for _ in range(1, portals):
+            extra = free_port(host)
+            tgtd.admin("--mode", "portal", "--op", "new", "--param", f"portal={host}:{extra}")
+            tgtd.portals.append((host, extra))
         tgtd.admin("--mode", "target", "--op", "bind", "--tid", "1", "--initiator-address", "ALL")
         for name, value in (params or {}).items():
             tgtd.admin("--mode", "target", "--op", "update", "--tid", "1", "--name", name, "--value", value)
@@ -150,8 +165,9 @@ def start_tgtd(lun_path: str | os.PathLike[str], port: int = 0, iqn: str = DEFAU
             tgtd.add_chap(parts[0], parts[1])
             if len(parts) == 4:
                 tgtd.add_chap(parts[2], parts[3], outgoing=True)
-        if not wait_listening(host, port, timeout):
-            raise PeerFailed(f"tgtd is not listening on {host}:{port}:\n{process.log_tail()}")
+        for listen_host, listen_port in tgtd.portals:
+            if not wait_listening(listen_host, listen_port, timeout):
+                raise PeerFailed(f"tgtd is not listening on {listen_host}:{listen_port}:\n{process.log_tail()}")
     except BaseException:
         tgtd.stop()
         raise

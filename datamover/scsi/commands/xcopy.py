@@ -189,6 +189,9 @@ def _copy_segment(targets: list[tuple[LogicalUnit | None, int]], src: int, dst: 
         raise ScsiError(UNREACHABLE_TARGET)
     if dest.read_only:
         raise ScsiError(COPY_TARGET_NOT_REACHABLE)
+    if source.not_ready is not None or dest.not_ready is not None:
+        # another LU without its medium, or sanitizing (its backend is the worker's)
+        raise ScsiError(COPY_TARGET_NOT_REACHABLE)
     if source.block_size != dest.block_size:
         raise ScsiError(COPY_ABORTED)
     bs = source.block_size
