@@ -101,6 +101,8 @@ class TargetSession:
         self.nexus = f"{initiator_name},i,0x{isid:012x}|{target.iqn if target else 'discovery'}"
         self.counters = {"commands": 0, "rejects": 0, "bytes_in": 0, "bytes_out": 0}
         self.last_heard = 0.0  # loop time of the last PDU from the initiator
+        #: _now() without its per-call loop lookup (one call per PDU received)
+        self._clock: Callable[[], float] = _loop_clock()
         self.ping_outstanding: float | None = None  # loop time of an unanswered NOP-In ping
 
     # ---------------------------------------------------------------- numbers
@@ -108,8 +110,9 @@ class TargetSession:
     def max_cmd_sn(self) -> int:
         """MaxCmdSN: the window shrinks with the tasks in flight, so a session never holds
         more than ``queue_depth`` tasks (a bound against a flooding initiator)."""
-        room = max(0, self.depth - len(self.tasks) - len(self._held))
-        return sn_add(self.exp_cmd_sn, room - 1)
+        room = self.depth - len(self.tasks) - len(self._held)
+        # sn_add(exp_cmd_sn, max(0, room) - 1), inlined: three calls per command
+        return (self.exp_cmd_sn + (room if room > 0 else 0) - 1) & 0xFFFFFFFF
 
     def next_stat_sn(self) -> int:
         sn = self.stat_sn
@@ -142,7 +145,7 @@ class TargetSession:
         if self.trace is not None:
             self.trace.record("target", "control_notify", pdu=type(pdu).__name__, itt=pdu.itt,
                               **_pdu_fields(pdu))
-        self.last_heard = _now()
+        self.last_heard = self._clock()
         self.ping_outstanding = None  # any PDU proves the initiator is alive
         try:
             self._receive(pdu)
@@ -298,7 +301,8 @@ class TargetSession:
         if self.trace is not None:
             self.trace.record("target", "put_data", itt=header.itt, offset=header.buffer_offset,
                               length=sum(len(m) for m in descriptor), final=header.final, notify=notify)
-        self.counters["bytes_out"] += sum(len(m) for m in descriptor)
+        self.counters["bytes_out"] += (len(descriptor[0]) if len(descriptor) == 1
+                                       else sum(len(m) for m in descriptor))
         self.conn.put_data(header, descriptor, notify)
 
     def get_data(self, r2t: object, descriptor: list[memoryview], notify: bool) -> None:
@@ -481,6 +485,16 @@ def _now() -> float:
         import time
 
         return time.monotonic()
+
+
+def _loop_clock() -> Callable[[], float]:
+    """The running loop's ``time`` (what :func:`_now` returns inside it), else :func:`_now`."""
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        return _now
 
 
 def _header_of(pdu: Pdu) -> bytes:

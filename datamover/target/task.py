@@ -10,6 +10,7 @@ response is delivered.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from datamover.scsi.command import ScsiRequest, ScsiResult
 from datamover.scsi.sense import Sense
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from datamover.target.session import TargetSession
 
 log = logging.getLogger("datamover.target.task")
@@ -32,6 +35,10 @@ MAX_TRANSFER = 64 * 1024 * 1024
 _INVALID_FIELD_IN_CDB = Sense(0x05, 0x24, 0x00)
 #: ABORTED COMMAND, DATA PHASE ERROR (SPC-5): the data of the command did not arrive right
 DATA_PHASE_ERROR = Sense(0x0B, 0x4B, 0x00)
+
+
+#: raw 8-byte LUN field -> LUN number (decode_lun once per LUN, not once per command)
+_LUNS: dict[int, int] = {}
 
 
 def _header(pdu: DataOut) -> bytes:
@@ -52,7 +59,12 @@ class TargetTask:
         self.session = session
         self.cmd = cmd
         self.itt = cmd.itt
-        self.lun_number = decode_lun(cmd.lun)
+        lun = _LUNS.get(cmd.lun)
+        if lun is None:
+            lun = decode_lun(cmd.lun)  # raises for a LUN it cannot decode: never cached
+            if len(_LUNS) < 1024:
+                _LUNS[cmd.lun] = lun
+        self.lun_number = lun
         self.edtl = cmd.expected_data_transfer_length
         self.fetch_len = 0
         self.buffer: memoryview | None = None  # write data, from the datamover's allocator
@@ -240,7 +252,40 @@ class TargetTask:
         if self.aborted:
             return
         session.counters["bytes_in"] += len(data_out) if data_out is not None else 0
+        if result.pending is not None:
+            self._respond_later(result.pending)
+            return
         self._respond(result.status, result.sense, result.data_in)
+
+    def _respond_later(self, pending: Future[ScsiResult]) -> None:
+        """The LU finishes this command in the background (SANITIZE with IMMED=0): answer
+        when it does, on the session's event loop. The task keeps its slot meanwhile, so
+        ABORT TASK and resets find it; once it is aborted, or the session is gone, the
+        outcome is dropped (the operation itself is the LU's business)."""
+
+        def finished(future: Future[ScsiResult]) -> None:
+            if self.done or self.aborted or self.session.closed:
+                return
+            try:
+                result = future.result()
+            except Exception:
+                log.exception("SCSI command %s failed", bytes(self.cmd.cdb[:1]).hex())
+                result = ScsiResult(status=CHECK_CONDITION, sense=Sense(0x04, 0x44, 0x00))
+            self._respond(result.status, result.sense, result.data_in)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without an event loop: answer from the LU's thread
+            pending.add_done_callback(finished)
+            return
+
+        def hand_over(future: Future[ScsiResult]) -> None:
+            try:
+                loop.call_soon_threadsafe(finished, future)
+            except RuntimeError:  # the loop closed first: nobody is left to answer
+                pass
+
+        pending.add_done_callback(hand_over)
 
     def _respond(self, status: int, sense: Sense | None, data_in: object) -> None:
         if self.done:
