@@ -55,6 +55,8 @@ log = logging.getLogger("datamover.initiator")
 
 GOOD = 0x00
 TASK_ABORTED = 0x40
+#: transfers up to this size never ask the LU's Block Limits first
+SMALL_TRANSFER = 1 << 20
 #: seconds a closed command window may stay closed before a NOP-Out asks for a new one
 WINDOW_STALL = 0.5
 
@@ -138,6 +140,7 @@ class InitiatorSession:
         self.recoveries = 0
         self.last_error: str | None = None
         self._chap_algorithms: tuple[int, ...] | None = None
+        self._max_transfer: dict[int, int | None] = {}  # LUN -> MAXIMUM TRANSFER LENGTH
 
     # ================================================================= lifecycle
     async def login(self) -> None:
@@ -307,18 +310,30 @@ class InitiatorSession:
         ``command_timeout`` is declared dead (ERL 0: the session is reinstated and the
         command re-issued, a bounded number of times)."""
         limit = self.config.command_timeout
-        while True:
-            try:
-                return await asyncio.wait_for(asyncio.shield(pending.future), limit)
-            except asyncio.TimeoutError:
-                conn = self.conn
-                if conn is None or self._state != "up":
-                    continue  # recovery is already under way
-                log.warning("no response to ITT %#x in %.0f s: dropping the connection",
-                            pending.pdu.itt if pending.pdu is not None else -1, limit)
-                self.last_error = f"command timed out after {limit:.0f} s"
-                conn.connection_terminate()
-                self.connection_terminate_notify(conn)
+        future = pending.future
+        loop = asyncio.get_running_loop()
+        # A timer handle per wait instead of asyncio.wait_for (which cost ~2 us more per
+        # command): each time ``limit`` passes without the response, the same steps as before.
+        timer: list[asyncio.TimerHandle] = []
+
+        def overdue() -> None:
+            if future.done():
+                return
+            timer[0] = loop.call_later(limit, overdue)  # wait again, as the old loop did
+            conn = self.conn
+            if conn is None or self._state != "up":
+                return  # recovery is already under way
+            log.warning("no response to ITT %#x in %.0f s: dropping the connection",
+                        pending.pdu.itt if pending.pdu is not None else -1, limit)
+            self.last_error = f"command timed out after {limit:.0f} s"
+            conn.connection_terminate()
+            self.connection_terminate_notify(conn)
+
+        timer.append(loop.call_later(limit, overdue))
+        try:
+            return await asyncio.shield(future)
+        finally:
+            timer[0].cancel()
 
     def _send_scsi(self, pending: _Pending, itt: int, pdu: ScsiCommand) -> None:
         """Send_Control(SCSI Command) plus the unsolicited Data-Out PDUs (RFC 7143 4.3.5)."""
@@ -334,8 +349,9 @@ class InitiatorSession:
             unsolicited_total = immediate if params.initial_r2t else min(params.first_burst_length, edtl)
             pdu.data = out[:immediate]
             pdu.final = unsolicited_total <= immediate
-        self._record("send_control", pdu="ScsiCommand", itt=itt, cdb=bytes(pdu.cdb[:1]).hex(), edtl=edtl,
-                     imm=immediate, unsol=unsolicited_total)
+        if self.trace is not None:  # (the arguments alone cost a microsecond per command)
+            self._record("send_control", pdu="ScsiCommand", itt=itt, cdb=bytes(pdu.cdb[:1]).hex(), edtl=edtl,
+                         imm=immediate, unsol=unsolicited_total)
         self.conn.send_control(pdu, data_out=[out] if out is not None else None,
                                data_in=[pending.data_in] if pending.data_in is not None else None,
                                immediate_data_size=immediate, unsolicited_data_size=unsolicited_total)
@@ -379,18 +395,58 @@ class InitiatorSession:
 
         return [decode_lun(int.from_bytes(data[8 + i:16 + i], "big")) for i in range(0, min(length, len(data) - 8), 8)]
 
+    async def max_transfer_blocks(self, lun: int) -> int | None:
+        """The LU's MAXIMUM TRANSFER LENGTH in blocks (Block Limits VPD page 0xB0), or
+        None when it sets none; asked once per LUN and remembered."""
+        if lun not in self._max_transfer:
+            limit: int | None = None
+            try:
+                page = await self.inquiry(lun, page=0xB0, length=64)
+                if len(page) >= 12:
+                    limit = int.from_bytes(page[8:12], "big") or None
+            except CommandFailed:
+                limit = None  # no Block Limits page: no limit announced
+            self._max_transfer[lun] = limit
+        return self._max_transfer[lun]
+
+    async def _chunk_blocks(self, lun: int, count: int, block_size: int) -> int:
+        """Blocks per command: all of them, unless that exceeds the LU's limit (a 64 MiB
+        file to LIO's fileio LUN, which takes 8 MiB per command, docs/interop.md)."""
+        if count * block_size <= SMALL_TRANSFER:
+            return count  # far below any sane limit: no need to ask
+        limit = await self.max_transfer_blocks(lun)
+        return count if limit is None else max(1, min(count, limit))
+
     async def read_blocks(self, lun: int, lba: int, count: int, block_size: int = 512,
                           buffer: memoryview | bytearray | None = None) -> memoryview:
-        cdb = struct.pack(">BBQIBB", 0x88, 0, lba, count, 0, 0)
-        if buffer is None:
-            outcome = await self.execute(lun, cdb, read_length=count * block_size)
-        else:
-            outcome = await self.execute(lun, cdb, read_buffer=buffer)
-        return outcome.check().data
+        chunk = await self._chunk_blocks(lun, count, block_size)
+        if chunk >= count:
+            cdb = struct.pack(">BBQIBB", 0x88, 0, lba, count, 0, 0)
+            if buffer is None:
+                outcome = await self.execute(lun, cdb, read_length=count * block_size)
+            else:
+                outcome = await self.execute(lun, cdb, read_buffer=buffer)
+            return outcome.check().data
+        out = memoryview(buffer if buffer is not None else bytearray(count * block_size)).cast("B")
+        for first in range(0, count, chunk):
+            n = min(chunk, count - first)
+            await self.read_blocks(lun, lba + first, n, block_size,
+                                   buffer=out[first * block_size:(first + n) * block_size])
+        return out[:count * block_size]
 
     async def write_blocks(self, lun: int, lba: int, data: bytes | bytearray | memoryview,
                            block_size: int = 512, fua: bool = False) -> ScsiOutcome:
         count = len(data) // block_size
+        chunk = await self._chunk_blocks(lun, count, block_size)
+        if chunk < count:
+            view = memoryview(data).cast("B")
+            outcome: ScsiOutcome | None = None
+            for first in range(0, count, chunk):
+                n = min(chunk, count - first)
+                outcome = await self.write_blocks(lun, lba + first, view[first * block_size:(first + n) * block_size],
+                                                  block_size, fua)
+            assert outcome is not None
+            return outcome
         cdb = struct.pack(">BBQIBB", 0x8A, 0x08 if fua else 0, lba, count, 0, 0)
         return (await self.execute(lun, cdb, data_out=data)).check()
 
@@ -551,6 +607,10 @@ class InitiatorSession:
             self.conn.send_control(pdu)
 
     def _update_window(self, exp_cmd_sn: int, max_cmd_sn: int) -> None:
+        if exp_cmd_sn == self.exp_cmd_sn and max_cmd_sn == self.max_cmd_sn:
+            # the window we have (most responses): the checks below would change nothing
+            self._window.set()
+            return
         # RFC 7143 4.2.2.1: ignore a window with MaxCmdSN < ExpCmdSN - 1, never go backwards
         if sn_lt(max_cmd_sn, sn_add(exp_cmd_sn, -1)):
             return
@@ -568,8 +628,9 @@ class InitiatorSession:
     def control_notify(self, conn: DatamoverConnection, pdu: Pdu) -> None:
         if conn is not self.conn:
             return  # a late PDU from a connection we already replaced
-        self._record("control_notify", pdu=type(pdu).__name__, itt=pdu.itt, length=len(pdu.data),
-                     **({"status": pdu.status} if isinstance(pdu, ScsiResponse) else {}))
+        if self.trace is not None:
+            self._record("control_notify", pdu=type(pdu).__name__, itt=pdu.itt, length=len(pdu.data),
+                         **({"status": pdu.status} if isinstance(pdu, ScsiResponse) else {}))
         exp = getattr(pdu, "exp_cmd_sn", None)
         if exp is not None:
             self._update_window(exp, pdu.max_cmd_sn)  # type: ignore[attr-defined]

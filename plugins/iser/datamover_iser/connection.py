@@ -374,7 +374,9 @@ class IserConnection(DatamoverConnection):
                 self._protocol_failure("cannot register the write buffer")
                 return None
             task.write_stag = stag
-            header_kwargs.update(write_stag=stag, write_base=base, wsv=True)
+            # Linux's convention (ib_iser, isert): the Write Base Offset points at the first
+            # solicited byte, i.e. past the immediate and unsolicited data (finding 7)
+            header_kwargs.update(write_stag=stag, write_base=base + unsolicited, wsv=True)
         self._itasks[pdu.itt] = task
         return IserHeader(**header_kwargs)  # type: ignore[arg-type]
 
@@ -601,7 +603,11 @@ class IserConnection(DatamoverConnection):
             return
         self.counters["pdus_received"] += 1
         if self.role is Role.TARGET and isinstance(pdu, ScsiCommand):
-            self._ttasks[pdu.itt] = _TargetTask(iser.read_stag, iser.read_base, iser.write_stag, iser.write_base)
+            # Write Base Offset as Linux (ib_iser, isert) uses it: it points at the first
+            # solicited byte, so the solicited data at BufferOffset sits at
+            # base + BufferOffset - (immediate + unsolicited length) (docs/interop.md, finding 7)
+            self._ttasks[pdu.itt] = _TargetTask(iser.read_stag, iser.read_base, iser.write_stag,
+                                                 iser.write_base - self._unsolicited_length(pdu))
         if isinstance(pdu, (LoginRequest, LoginResponse)) and self._upcalls is None:
             pdu.data = bytes(pdu.data)
             if self._allocated and self._rx[index].nbytes >= self._rx_size:
@@ -621,6 +627,18 @@ class IserConnection(DatamoverConnection):
             return
         self._deliver(pdu)
         self._repost(index)
+
+    def _unsolicited_length(self, cmd: ScsiCommand) -> int:
+        """Bytes of the command's write data sent without R2T: the immediate data, plus
+        unsolicited Data-Out up to FirstBurstLength unless InitialR2T=Yes or F=1."""
+        immediate = len(cmd.data)
+        if cmd.final or self._keys.get("InitialR2T", "Yes") == "Yes":
+            return immediate
+        try:
+            first_burst = int(self._keys.get("FirstBurstLength", "65536"), 0)
+        except ValueError:
+            first_burst = 65536
+        return max(immediate, min(first_burst, cmd.expected_data_transfer_length))
 
     def _decode_pdu(self, body: memoryview) -> Pdu:
         if len(body) < BHS_LENGTH:

@@ -82,9 +82,8 @@ class IserTransport(Transport):
             # both receive lengths are always offered explicitly (protocol-digest 4.4);
             # solicited data by RDMA Read is cheap, so R2T-free unsolicited bursts buy little
             preferred_keys=(("InitiatorRecvDataSegmentLength", "8192"),
-                            ("TargetRecvDataSegmentLength", "65536"),
-                            ("InitialR2T", "Yes"), ("MaxOutstandingR2T", "4"),
-                            ("MaxOutstandingUnexpectedPDUs", "8")),
+                            ("TargetRecvDataSegmentLength", "8192"),
+                            ("InitialR2T", "Yes"), ("MaxOutstandingR2T", "4")),
             ignored_keys=frozenset({"MaxRecvDataSegmentLength"}),
             recv_limit_key_initiator="InitiatorRecvDataSegmentLength",
             recv_limit_key_target="TargetRecvDataSegmentLength",
@@ -146,7 +145,7 @@ class IserTransport(Transport):
             # our ORD: what the initiator can absorb (its responder resources), capped
             conn.ord = max(1, min(getattr(request, "responder_resources", 4) or 4, 16))
             conn.start(TARGET_LOGIN_RECEIVES)  # the login buffer goes up before accept
-            param = ConnParam(private_data=cm_private_data(send_with_invalidate=False),
+            param = ConnParam(private_data=cm_private_data(send_with_invalidate=conn.peer_allows_send_inv),
                               responder_resources=0, initiator_depth=conn.ord, rnr_retry=7)
             await cid.accept(conn.qp, param)  # type: ignore[attr-defined]
             conn.watch_cm()

@@ -117,6 +117,7 @@ class PvMW(MW):
         from pyverbs.mr import MW as _MW
 
         e, _ = _enums()
+        self.pd_obj = pd
         self.mw = _MW(pd.pd, e.IBV_MW_TYPE_2)
         self.rkey = self.mw.rkey
 
@@ -243,8 +244,20 @@ class PvQP(QP):
                 b = wr.bind
                 if b is None or not isinstance(b.mw, PvMW) or not isinstance(b.mr, PvMR):
                     raise VerbsError(errno.EINVAL, "BIND_MW needs a pyverbs MW/MR in wr.bind")
+                if getattr(b.mw, "bound_once", False):
+                    # rxe takes the MW's current key from userspace ibv_mw.rkey, which a type-2 bind
+                    # never updates (pyverbs cannot set it): a second bind of the same MW fails
+                    # MW_BIND_ERR. Rebinding therefore means a fresh MW.
+                    from pyverbs.mr import MW as _MW
+                    e_, _ = _enums()
+                    pd_ = b.mw.mw.pd if hasattr(b.mw.mw, "pd") else None
+                    old_mw = b.mw.mw
+                    b.mw.mw = _MW(b.mw.pd_obj.pd, e_.IBV_MW_TYPE_2)
+                    old_mw.close()
+                b.mw.bound_once = True
                 pw.set_bind_wr(b.mw.mw, MWBindInfo(b.mr.mr, b.addr, b.length, int(b.access)))
                 wr.rkey = pw.rkey  # the key to advertise (not mw.rkey)
+                b.mw.rkey = pw.rkey  # the window's key is now the bound one (LOCAL_INV, SEND_WITH_INV match it)
             try:
                 self.qp.post_send(pw)
             except Exception as exc:
@@ -500,10 +513,19 @@ class PvListener(Listener):
         self.host = host
         self.port = port
         self.channel = _Channel()
+        import random
         self.cmid = CMID(creator=self.channel.ch, port_space=ce.RDMA_PS_TCP)
+        tries = [port] if port else [random.randint(20000, 60000) for _ in range(20)]
+        for i, p in enumerate(tries):
+            try:
+                self.cmid.bind_addr(AddrInfo(src=host, src_service=str(p), port_space=ce.RDMA_PS_TCP,
+                                             flags=ce.RAI_PASSIVE))
+                self.port = p
+                break
+            except Exception as exc:
+                if i == len(tries) - 1:
+                    raise _err(exc, "rdma_bind_addr") from None
         try:
-            self.cmid.bind_addr(AddrInfo(src=host, src_service=str(port), port_space=ce.RDMA_PS_TCP,
-                                         flags=ce.RAI_PASSIVE))
             self.cmid.listen(backlog)
         except Exception as exc:
             raise _err(exc, "rdma_listen") from None
@@ -571,7 +593,7 @@ class PyverbsProvider(Provider):
         self.device = device
         self.port = port
         with _Ctx(name=device) as ctx:
-            node = ctx.query_device().node_type
+            node = getattr(ctx.query_device(), "node_type", None)
             link = ctx.query_port(port).link_layer
         if node == e.IBV_NODE_RNIC:
             self.personality = Personality.IWARP

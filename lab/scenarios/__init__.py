@@ -1,0 +1,1 @@
+"""Lab scenarios (issue 7): one pytest module each; they run only inside the lab guest."""
