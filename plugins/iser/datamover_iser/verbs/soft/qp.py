@@ -11,7 +11,9 @@ Modelled on rdma_rxe (rdma-without-hardware.md §3 is the reference):
 * Responder: requests are executed in PSN order (that is RC ordering: a READ behind a WRITE
   sees the WRITE's data). RDMA WRITE/READ give the responder no completion. A bad rkey /
   missing MR access gives NAK ACCESS (REM_ACCESS_ERR), missing QP access gives NAK INV_REQ
-  (REM_INV_REQ_ERR); in both cases the responder QP goes to ERR too.
+  (REM_INV_REQ_ERR); in both cases the responder QP goes to ERR too. A receive too small
+  for a SEND gives the requester REM_OP_ERR and a bad local key LOC_QP_OP_ERR, as rdma_rxe
+  does (measured through pyverbs in the interop lab).
 * Lost messages (only ever caused by the fault hook) are recovered by an ack timer and
   go-back-N retransmission, ``retry_count`` times, then RETRY_EXC_ERR.
 """
@@ -317,7 +319,10 @@ class SoftQP(QP):
                 need |= Access.REMOTE_WRITE  # iWARP: the response is a tagged write into the sink
             sink = self._resolve(wr, need)
             if sink is None:
-                wqe.status, wqe.done = WCStatus.LOC_PROT_ERR, True
+                # iWARP (modelled on siw): a sink without remote write is a protection error;
+                # rdma_rxe reports a bad local key as a local QP operation error
+                wqe.status, wqe.done = (WCStatus.LOC_PROT_ERR if self.personality.read_sink_needs_remote_write
+                                        else WCStatus.LOC_QP_OP_ERR), True
                 return None
             wqe.sink = sink
             wqe.byte_len = length = sum(c.view.nbytes for c in sink)
@@ -327,7 +332,8 @@ class SoftQP(QP):
         else:
             resolved = self._resolve(wr, Access.NONE)
             if resolved is None:
-                wqe.status, wqe.done = WCStatus.LOC_PROT_ERR, True
+                # rdma_rxe: an SGE with a wrong lkey completes LOC_QP_OP_ERR (interop lab)
+                wqe.status, wqe.done = WCStatus.LOC_QP_OP_ERR, True
                 return None
             chunks = resolved
         wqe.byte_len = length = sum(c.view.nbytes for c in chunks)
@@ -610,7 +616,9 @@ class SoftQP(QP):
         if length > room:
             self.rq.popleft()
             self._complete(self.recv_cq, WorkCompletion(rwr.wr_id, WCStatus.LOC_LEN_ERR, WCOpcode.RECV, qp_num=self.qp_num))
-            self._nak_fatal(msg.psn, Nak.INV_REQ)
+            # rdma_rxe (measured in the interop lab, kernel 6.1): the requester sees a remote
+            # operational error for a receive that is too small
+            self._nak_fatal(msg.psn, Nak.OP)
             return
         flags = WCFlags.GRH if self.personality is Personality.ROCE_V2 else WCFlags.NONE
         imm = inv = 0
