@@ -201,7 +201,11 @@ def test_remote_iser_target_over_the_zmq_fabric(tmp_path: Path, capsys: pytest.C
     """Across hosts: `compare --target iser=HOST:PORT` drives an iSER target started with
     `datamover target serve`, the soft provider's pyzmq fabric carrying iSER between the two
     processes (tested here on one host), and agrees with TCP to the same kind of target."""
-    shared = '[transport.iser]\nprovider = "soft"\nfabric = "zmq"\n'
+    # a remote target negotiates with its own preferences: give it the values compare pins
+    # for the locally started targets, so the DI traces are comparable (docs/user-guide.md)
+    shared = ('[transport.iser]\nprovider = "soft"\nfabric = "zmq"\n'
+              '[keys]\nInitialR2T = "No"\nMaxOutstandingR2T = 1\n'
+              'TargetRecvDataSegmentLength = 262144\nInitiatorRecvDataSegmentLength = 262144\n')
     config = tmp_path / "iser.toml"
     config.write_text('[target]\ntransport = "iser"\nportals = ["127.0.0.1:0"]\n'
                       'iqn = "iqn.2026-11.org.example:remote-iser"\nluns = ["memory,size=16M"]\n' + shared)
