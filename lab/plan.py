@@ -28,7 +28,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(3, "libiscsi-iser", "libiscsi (iser://) against our iSER target",
              "test_s3_libiscsi_iser.py", 900),
     Scenario(4, "tgtd-iser", "our iSER initiator against tgtd's iSER driver",
-             "test_s4_tgtd_iser.py", 600),
+             "test_s4_tgtd_iser.py", 420),
     Scenario(5, "lio-isert", "our iSER initiator against the kernel LIO target (ib_isert)",
              "test_s5_lio_isert.py", 600),
     Scenario(6, "kernel-iser-initiator", "kernel iSER initiator (open-iscsi, ib_iser) against our iSER target",

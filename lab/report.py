@@ -54,11 +54,19 @@ def parse_junit(path: Path) -> list[Case]:
             el = tc.find(tag)
             if el is not None:
                 outcome = {"failure": "failed"}.get(tag, tag)
-                lines = [ln.strip() for ln in (el.get("message") or el.text or "").strip().splitlines() if ln.strip()]
-                message = " | ".join(lines)[:500]
+                message = _summary(el.get("message") or el.text or "")
                 break
         cases.append(Case(name, outcome, seconds, message))
     return cases
+
+
+def _summary(text: str, head: int = 240, tail: int = 360) -> str:
+    """One line: the message's start and, for a long one, its end (where the exception says why)."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    joined = " | ".join(lines)
+    if len(joined) <= head + tail:
+        return joined
+    return joined[:head] + " | ... | " + joined[-tail:]
 
 
 def _status(cases: list[Case], rc: object) -> str:

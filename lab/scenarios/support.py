@@ -55,8 +55,10 @@ def run(argv: list[str], *, timeout: float = 120.0, check: bool = True, env: dic
 
 
 def _log(argv: list[str], output: str, status: str) -> None:
+    if output and not output.endswith("\n"):
+        output += "\n"
     with (scenario_dir() / "commands.log").open("a") as fh:
-        fh.write(f"$ {' '.join(argv)}\n{output}{'' if output.endswith(chr(10)) or not output else chr(10)}[{status}]\n\n")
+        fh.write(f"$ {' '.join(argv)}\n{output}[{status}]\n\n")
 
 
 def modprobe(*modules: str) -> None:

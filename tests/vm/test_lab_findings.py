@@ -1,6 +1,6 @@
 """Reproducers, outside the guest, of what the lab's kernel peers exposed (docs/interop.md,
-"Findings"). Each is marked xfail(strict) while the bug stands: when it is fixed the test
-passes, strict xfail turns that into a failure, and the marker is to be removed."""
+"Findings" 1, 4 and 5). Each was xfail(strict) while its bug stood; the fixes are in, so they
+are regression tests now: each fails if the behaviour the Linux peers tripped over returns."""
 
 from __future__ import annotations
 
@@ -8,10 +8,15 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from datamover.negotiation import Negotiator
 
 REPO = Path(__file__).resolve().parents[2]
 IQN = "iqn.2026-11.org.datamover.lab:finding"
@@ -39,7 +44,6 @@ def tcp_target(tmp_path: Path) -> Iterator[str]:
             if proc.poll() is not None:
                 log.seek(0)
                 pytest.fail(f"target exited: {log.read()[-2000:]}")
-            import time
             time.sleep(0.05)
         else:
             pytest.fail("target did not start")
@@ -74,7 +78,7 @@ OPEN_ISCSI_ISER_OFFER = [
 ]
 
 
-def _our_iser_target_negotiator():  # type: ignore[no-untyped-def]
+def _our_iser_target_negotiator() -> "Negotiator":
     """The operational negotiator our target builds for an iSER connection (as target/login.py)."""
     from datamover.di import Role
     from datamover.negotiation import Negotiator

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
@@ -55,8 +56,11 @@ from datamover_tcp.errors import DataPduError, DatamoverUsageError, SegmentTooLo
 from datamover_tcp.framing import ReceiveBuffer
 from datamover_tcp.initiator_data import InitiatorData
 from datamover_tcp.negotiated import LOGIN_DATA_LIMIT, NegotiatedKeys
+from datamover_tcp.pool import BufferPool
 from datamover_tcp.sender import BatchedWriter, Buffer
 from datamover_tcp.target_data import TargetData
+from datamover_tcp.wire import (FLAG_F, command_buffers, FLAG_O, FLAG_O_BIDI, FLAG_U, FLAG_U_BIDI, OP_SCSI_RESPONSE,
+                                SCSI_RESPONSE_BHS)
 
 if TYPE_CHECKING:
     from datamover.di import DataDescriptor, DatamoverUpcalls
@@ -70,11 +74,32 @@ DEFAULT_RECV_BUFFER = 256 * 1024
 CLOSE_DRAIN_SECONDS = 5.0
 
 
+_LE32 = struct.Struct("<I")
+#: bytes 4-7 of a BHS: TotalAHSLength (words) << 24 | DataSegmentLength
+_LENGTHS = struct.Struct(">I")
+
+
+def _response_bhs(p: ScsiResponse) -> bytes:
+    """The BHS of a SCSI Response without data or AHS (the codec's layout and flags)."""
+    b1 = FLAG_F
+    if p.overflow:
+        b1 |= FLAG_O
+    if p.underflow:
+        b1 |= FLAG_U
+    if p.bidi_overflow:
+        b1 |= FLAG_O_BIDI
+    if p.bidi_underflow:
+        b1 |= FLAG_U_BIDI
+    return SCSI_RESPONSE_BHS.pack(OP_SCSI_RESPONSE | (0x40 if p.immediate else 0), b1, p.response, p.status, 0,
+                                  p.itt, p.snack_tag, p.stat_sn, p.exp_cmd_sn, p.max_cmd_sn, p.exp_data_sn,
+                                  p.bidi_read_residual, p.residual)
+
+
 class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
     """A DI connection over one TCP socket (both roles)."""
 
     def __init__(self, role: Role, *, local: Portal | None = None, nodelay: bool = True,
-                 recv_buffer: int = DEFAULT_RECV_BUFFER) -> None:
+                 recv_buffer: int = DEFAULT_RECV_BUFFER, phase_collapse: bool = False) -> None:
         DatamoverConnection.__init__(self, role, local, "")
         #: Set by the core (initiator): returns the connection's current ExpStatSN.
         self.exp_stat_sn_source: Callable[[], int] | None = None
@@ -92,11 +117,15 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
         self.protocol_errors = 0
         #: payload bytes received straight into the caller's buffers (see direct.py)
         self.direct_bytes = 0
+        #: SCSI Responses sent as the status of a read's last Data-In (target)
+        self.pdus_collapsed = 0
+        self._phase_collapse = phase_collapse
 
         self._loop = asyncio.get_running_loop()
         self._nodelay = nodelay
         self._transport: asyncio.Transport | None = None
         self._rx = ReceiveBuffer(recv_buffer)
+        self._pool = BufferPool()
         self._writer = BatchedWriter(self._loop, self._write_failed)
         self._rx_limit = LOGIN_DATA_LIMIT
         self._allocated = False
@@ -279,6 +308,13 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
     # ================================================================ DI down-calls
     def notice_key_values(self, keys: Mapping[str, str]) -> None:
         self.keys = NegotiatedKeys.from_keys(keys)
+        k = self.keys
+        # one INFO line per login: what a benchmark or an operator needs to read PDU sizes off
+        log.info("%s negotiated: MaxRecvDataSegmentLength initiator=%d target=%d MaxBurstLength=%d "
+                 "FirstBurstLength=%d InitialR2T=%s ImmediateData=%s HeaderDigest=%s DataDigest=%s",
+                 self.peer, k.max_recv_dsl_initiator, k.max_recv_dsl_target, k.max_burst_length,
+                 k.first_burst_length, keys.get("InitialR2T", "Yes"), keys.get("ImmediateData", "Yes"),
+                 "CRC32C" if k.header_digest else "None", "CRC32C" if k.data_digest else "None")
 
     async def allocate_connection_resources(self, resource_descriptor: object | None = None) -> bool:
         if self._closed:
@@ -331,8 +367,26 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                 self._last_exp_stat_sn = exp_stat_sn
             if type(pdu) is ScsiCommand:
                 initiator.register(pdu, data_out, data_in)
+                buffers = command_buffers(pdu, self.header_digest, self.data_digest)  # type: ignore[arg-type]
+                if buffers is not None:  # the common command, packed without the generic codec
+                    self._emit(buffers, 1)
+                    return
         elif type(pdu) is ScsiResponse:
+            if self._phase_collapse and self._target.collapse(pdu):  # type: ignore[union-attr]
+                # the status rides in the read's last Data-In, still queued (see collapse)
+                self.pdus_collapsed += 1
+                return
             self._target.finish(pdu)  # type: ignore[union-attr]
+            if not pdu.data and not pdu.ahs:
+                # every command ends with one: packed here without the codec's generic
+                # dispatch (same bytes; anything unusual takes the codec's path below)
+                try:
+                    bhs = _response_bhs(pdu)  # type: ignore[arg-type]
+                except struct.error:
+                    pass
+                else:
+                    self._emit([bhs + _LE32.pack(crc32c(bhs)) if self.header_digest else bhs], 1)
+                    return
         self._emit(encode(pdu, header_digest=self.header_digest, data_digest=self.data_digest), 1)
 
     def put_data(self, header: DataIn, descriptor: DataDescriptor, notify: bool) -> None:
@@ -361,6 +415,13 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
         if self._target is not None:
             self._target.free(itt)
 
+    def alloc_buffer(self, size: int) -> memoryview:
+        """A data buffer from this connection's pool (see :class:`~datamover_tcp.pool.BufferPool`)."""
+        return self._pool.take(size)
+
+    def release_buffer(self, buf: memoryview) -> None:
+        self._pool.give(buf)
+
     def stats(self) -> dict[str, int]:
         return {
             "pdus_sent": self.pdus_sent,
@@ -375,6 +436,9 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
             "stall_bytes_copied": self._writer.stall_bytes_copied,
             "close_bytes_copied": self._writer.close_bytes_copied,
             "protocol_errors": self.protocol_errors,
+            "responses_collapsed": self.pdus_collapsed,
+            "buffers_allocated": self._pool.allocated,
+            "buffers_reused": self._pool.reused,
         }
 
     # ====================================================================== helpers
@@ -425,7 +489,8 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
             if available < BHS_LENGTH:
                 break
             bhs = rx.view(0, BHS_LENGTH)
-            ahs_bytes, dsl = peek_lengths(bhs)
+            lens = _LENGTHS.unpack_from(bhs, 4)[0]  # what peek_lengths reads, without its checks
+            ahs_bytes, dsl = (lens >> 24) << 2, lens & 0xFFFFFF
             if hd and not self._header_checked:
                 header_end = BHS_LENGTH + ahs_bytes
                 if available < header_end + 4:
@@ -438,7 +503,8 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
             if dsl > limit:
                 self._fatal(SegmentTooLongError(dsl, limit, bytes(bhs)))
                 return
-            total = wire_length(bhs, hd, dd)
+            # wire_length(bhs, hd, dd) from the lengths already read
+            total = BHS_LENGTH + ahs_bytes + ((dsl + 3) & ~3) + (4 if hd else 0) + (4 if dd and dsl else 0)
             if dsl >= DIRECT_MIN:
                 self._expect_large = True
                 self._small_run = 0

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from datamover.pdu.model import DataIn, DataOut, R2T, ScsiCommand, ScsiResponse
+from datamover.pdu.model import DataIn, R2T, ScsiCommand, ScsiResponse
 from datamover.pdu.opcodes import BHS_LENGTH
 
 from datamover_tcp.descriptor import DescriptorMap
 from datamover_tcp.direct import data_pdu_fields
 from datamover_tcp.errors import DataPduError, DatamoverUsageError
-from datamover_tcp.wire import Buffer, data_pdu_buffers
+from datamover_tcp.wire import Buffer, data_out_buffers
 
 if TYPE_CHECKING:
     from datamover.di import DataDescriptor
@@ -168,19 +168,11 @@ class InitiatorData:
         buffers: list[Buffer] = []
         data_sn = 0
         done = 0
+        itt, ttt, lun = r2t.itt, r2t.ttt, task.lun
         while done < wanted:
             take = min(limit, wanted - done)
-            header_pdu = DataOut(
-                itt=r2t.itt,
-                final=done + take == wanted,
-                lun=task.lun,
-                ttt=r2t.ttt,
-                exp_stat_sn=exp_stat_sn,
-                data_sn=data_sn,
-                buffer_offset=offset + done,
-            )
-            buffers += data_pdu_buffers(header_pdu, source.slices(offset + done, take), take,
-                                        header_digest=hd, data_digest=dd)
+            data_out_buffers(buffers, done + take == wanted, lun, itt, ttt, exp_stat_sn, data_sn, offset + done,
+                             source.slices(offset + done, take), take, hd, dd)
             data_sn += 1
             done += take
         conn._emit(buffers, data_sn)

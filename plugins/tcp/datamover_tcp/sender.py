@@ -46,11 +46,21 @@ except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
 
 
 def _uses_selector_transport(transport: asyncio.BaseTransport) -> bool:
-    """True for the stdlib selector socket transport (plain TCP, not TLS)."""
+    """True where writing the socket's fd ourselves is safe and cheaper: the stdlib selector
+    socket transport (plain TCP, not TLS) and uvloop's TCP transport.
+
+    uvloop's ``writelines`` queues the buffers and writes them later from its own buffer:
+    measured here it cost twice the CPU of ``os.writev`` for 1 MiB reads. Both transports
+    honour the write-buffer limits the writer relies on (pause/resume around a stall).
+    """
+    if not hasattr(os, "writev"):
+        return False
+    kind = type(transport)
+    if kind.__module__ == "uvloop.loop" and kind.__name__ == "TCPTransport":
+        return True
     return (
-        hasattr(os, "writev")
-        and type(transport).__module__ == "asyncio.selector_events"
-        and type(transport).__name__ == "_SelectorSocketTransport"
+        kind.__module__ == "asyncio.selector_events"
+        and kind.__name__ == "_SelectorSocketTransport"
         and sys.version_info < (3, 12)
     )
 
@@ -95,6 +105,14 @@ class BatchedWriter:
         # High-water 0: pause_writing whenever the transport holds any byte, resume when
         # it is empty again. That is the writability signal both write paths rely on.
         transport.set_write_buffer_limits(high=0, low=0)
+
+    def pending_base(self) -> int:
+        """The stream offset the next queued byte will have (bytes ever queued)."""
+        return self._queued
+
+    def unsent(self, offset: int) -> bool:
+        """True while no byte at or after stream ``offset`` has reached the kernel."""
+        return self._written <= offset and not self._closed
 
     @property
     def pending_bytes(self) -> int:

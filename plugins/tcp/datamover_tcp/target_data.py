@@ -39,7 +39,7 @@ from datamover.pdu.opcodes import BHS_LENGTH, RESERVED_TAG
 from datamover_tcp.descriptor import DescriptorMap
 from datamover_tcp.direct import data_pdu_fields
 from datamover_tcp.errors import DataPduError, DatamoverUsageError
-from datamover_tcp.wire import Buffer, data_pdu_buffers
+from datamover_tcp.wire import FLAG_F, FLAG_O, FLAG_S, FLAG_U, Buffer, collapse_status, data_in_buffers
 
 if TYPE_CHECKING:
     from datamover.di import DataDescriptor
@@ -47,13 +47,33 @@ if TYPE_CHECKING:
 
 
 class TargetTask:
-    """Per-ITT counters: the next Data-In DataSN and the PDUs sent (for ExpDataSN)."""
+    """Per-ITT counters: the next Data-In DataSN and the PDUs sent (for ExpDataSN), and
+    the header of the last final Data-In while it is still queued (for phase collapse)."""
 
-    __slots__ = ("next_data_sn", "pdus_sent")
+    __slots__ = ("next_data_sn", "pdus_sent", "last_header", "header_at")
 
     def __init__(self) -> None:
         self.next_data_sn = 0
         self.pdus_sent = 0
+        self.last_header: bytearray | None = None
+        #: the writer's byte count when last_header was queued: unsent while not reached
+        self.header_at = 0
+
+
+class _SingleView:
+    """The :class:`DescriptorMap` interface over one flat, non-empty view, cheaper to build."""
+
+    __slots__ = ("views", "length", "_map")
+
+    def __init__(self, view: memoryview) -> None:
+        self.views = [view]
+        self.length = view.nbytes
+        self._map: DescriptorMap | None = None
+
+    def slices(self, offset: int, length: int) -> list[memoryview]:
+        if self._map is None:
+            self._map = DescriptorMap(self.views)
+        return self._map.slices(offset, length)
 
 
 class WriteBurst:
@@ -95,46 +115,69 @@ class TargetData:
         conn = self._conn
         itt = header.itt
         task = self._task(itt)
-        source = DescriptorMap(descriptor)
+        if len(descriptor) == 1 and descriptor[0].format == "B" and descriptor[0].ndim == 1 and descriptor[0].nbytes:
+            # one flat buffer (every read the core answers): no map needed for one PDU
+            source = _SingleView(descriptor[0])
+        else:
+            source = DescriptorMap(descriptor)
         length = source.length
         limit = conn.keys.max_recv_dsl_initiator
         burst_limit = conn.keys.max_burst_length
         hd, dd = conn.header_digest, conn.data_digest
         status = header.status_present
+        lun, offset0 = header.lun, header.buffer_offset
+        exp_cmd_sn, max_cmd_sn = header.exp_cmd_sn, header.max_cmd_sn
         buffers: list[Buffer] = []
         done = 0
         sequence_start = 0
         count = 0
-        while True:
-            take = min(limit, length - done, sequence_start + burst_limit - done)
-            end = done + take
-            last = end >= length
-            sequence_end = last or end - sequence_start >= burst_limit
-            with_status = status and last
-            pdu = DataIn(
-                itt=itt,
-                final=sequence_end,
-                status_present=with_status,
-                overflow=header.overflow if with_status else False,
-                underflow=header.underflow if with_status else False,
-                status=header.status if with_status else 0,
-                residual=header.residual if with_status else 0,
-                stat_sn=header.stat_sn if with_status else 0,
-                lun=header.lun,
-                ttt=RESERVED_TAG,
-                exp_cmd_sn=header.exp_cmd_sn,
-                max_cmd_sn=header.max_cmd_sn,
-                data_sn=task.next_data_sn,
-                buffer_offset=header.buffer_offset + done,
-            )
-            buffers += data_pdu_buffers(pdu, source.slices(done, take), take, header_digest=hd, data_digest=dd)
-            task.next_data_sn = (task.next_data_sn + 1) & 0xFFFFFFFF
-            count += 1
-            done = end
-            if sequence_end:
-                sequence_start = end
-            if last:
-                break
+        data_sn = task.next_data_sn
+        last_header: bytearray | None = None
+        if length <= limit and length <= burst_limit and len(source.views) == 1:
+            # the common case, one PDU from one buffer: no slicing, no loop
+            b1 = FLAG_F
+            if status:
+                b1 |= FLAG_S | (FLAG_O if header.overflow else 0) | (FLAG_U if header.underflow else 0)
+                data_in_buffers(buffers, b1, header.status, lun, itt, header.stat_sn, exp_cmd_sn, max_cmd_sn,
+                                data_sn, offset0, header.residual, source.views, length, hd, dd)
+            else:
+                last_header = data_in_buffers(buffers, b1, 0, lun, itt, 0, exp_cmd_sn, max_cmd_sn, data_sn,
+                                              offset0, 0, source.views, length, hd, dd)
+            data_sn = (data_sn + 1) & 0xFFFFFFFF
+            count = 1
+        else:
+            while True:
+                take = min(limit, length - done, sequence_start + burst_limit - done)
+                end = done + take
+                last = end >= length
+                sequence_end = last or end - sequence_start >= burst_limit
+                b1 = FLAG_F if sequence_end else 0
+                if status and last:
+                    b1 |= FLAG_S | (FLAG_O if header.overflow else 0) | (FLAG_U if header.underflow else 0)
+                    data_in_buffers(buffers, b1, header.status, lun, itt, header.stat_sn, exp_cmd_sn, max_cmd_sn,
+                                    data_sn, offset0 + done, header.residual, source.slices(done, take), take, hd, dd)
+                else:
+                    last_header = data_in_buffers(buffers, b1, 0, lun, itt, 0, exp_cmd_sn, max_cmd_sn, data_sn,
+                                                  offset0 + done, 0, source.slices(done, take), take, hd, dd)
+                data_sn = (data_sn + 1) & 0xFFFFFFFF
+                count += 1
+                done = end
+                if sequence_end:
+                    sequence_start = end
+                if last:
+                    break
+        task.next_data_sn = data_sn
+        if last_header is not None and not status:
+            # where the last header will sit in the stream, for collapse()
+            before = 0
+            for buf in buffers:
+                if buf is last_header:
+                    break
+                before += len(buf)
+            task.last_header = last_header
+            task.header_at = conn._writer.pending_base() + before
+        else:
+            task.last_header = None
         task.pdus_sent += count
         last_data_sn = (task.next_data_sn - 1) & 0xFFFFFFFF
         if status:
@@ -173,6 +216,25 @@ class TargetData:
         response.exp_data_sn = task.pdus_sent if task is not None else 0
         self._drop_bursts(response.itt)
         return response
+
+    def collapse(self, response: ScsiResponse) -> bool:
+        """Put ``response`` into the task's last Data-In instead of sending it (phase
+        collapse, RFC 7143 11.7.4), when that is allowed and the Data-In is still queued:
+        status GOOD, no sense or response data, no bidirectional residuals. True when done
+        (the task is then finished here, as :meth:`finish` would)."""
+        task = self.tasks.get(response.itt)
+        if (task is None or task.last_header is None or response.status or response.response
+                or response.data or response.ahs or response.bidi_overflow or response.bidi_underflow
+                or response.immediate):
+            return False
+        writer = self._conn._writer
+        if not writer.unsent(task.header_at):
+            return False
+        collapse_status(task.last_header, response.status, response.overflow, response.underflow,
+                        response.residual, response.stat_sn, response.exp_cmd_sn, response.max_cmd_sn)
+        del self.tasks[response.itt]
+        self._drop_bursts(response.itt)
+        return True
 
     def free(self, itt: int) -> None:
         self.tasks.pop(itt, None)

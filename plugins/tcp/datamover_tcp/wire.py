@@ -16,7 +16,7 @@ import struct
 
 from datamover.pdu.codec import encode_header
 from datamover.pdu.digest import crc32c
-from datamover.pdu.model import Pdu
+from datamover.pdu.model import Pdu, ScsiCommand
 
 Buffer = bytes | bytearray | memoryview
 
@@ -25,6 +25,24 @@ _LENGTHS = struct.Struct(">I")
 #: digests go on the wire little-endian (RFC 7143 13.1, Linux put_le32)
 _LE32 = struct.Struct("<I")
 _PADS = (b"", b"\0", b"\0\0", b"\0\0\0")
+
+#: The Data-In BHS (RFC 7143 11.7), the codec's layout: b0 b1 status lengths LUN ITT TTT
+#: StatSN ExpCmdSN MaxCmdSN DataSN BufferOffset ResidualCount. Packed here directly because
+#: a read sends one per PDU and building a DataIn object to encode it cost more than the
+#: rest of the PDU's handling.
+DATA_IN_BHS = struct.Struct(">BBxBIQIIIIIIII")
+#: The SCSI Response BHS (RFC 7143 11.4): b0 b1 response status lengths ITT SNACK-tag StatSN
+#: ExpCmdSN MaxCmdSN ExpDataSN BidiResidual Residual; the codec's layout.
+SCSI_RESPONSE_BHS = struct.Struct(">BBBBI8xIIIIIIII")
+#: The SCSI Command BHS (RFC 7143 11.3): b0 b1 lengths LUN ITT EDTL CmdSN ExpStatSN CDB[16]
+SCSI_COMMAND_BHS = struct.Struct(">BB2xIQIIII16s")
+#: The Data-Out BHS (RFC 7143 11.3): b0 b1 lengths LUN ITT TTT ExpStatSN DataSN BufferOffset
+DATA_OUT_BHS = struct.Struct(">BB2xIQII4xI4xII4x")
+OP_DATA_OUT = 0x05
+OP_DATA_IN = 0x25
+OP_SCSI_RESPONSE = 0x21
+FLAG_F, FLAG_O, FLAG_U, FLAG_S = 0x80, 0x04, 0x02, 0x01
+FLAG_O_BIDI, FLAG_U_BIDI = 0x10, 0x08
 
 
 def data_pdu_buffers(header: Pdu, pieces: list[memoryview], length: int, *,
@@ -50,3 +68,106 @@ def data_pdu_buffers(header: Pdu, pieces: list[memoryview], length: int, *,
     elif pad:
         out.append(pad)
     return out
+
+
+def data_in_buffers(out: list[Buffer], b1: int, status: int, lun: int, itt: int, stat_sn: int, exp_cmd_sn: int,
+                    max_cmd_sn: int, data_sn: int, offset: int, residual: int, pieces: list[memoryview],
+                    length: int, header_digest: bool, data_digest: bool) -> bytearray:
+    """Append one Data-In PDU (header, ``pieces``, padding/digest) to ``out``; return its
+    header (a bytearray, so that :func:`collapse_status` can still add the status to it).
+
+    The same bytes as ``data_pdu_buffers(DataIn(...), ...)``, without the PDU object.
+    """
+    bhs = bytearray(52 if header_digest else 48)
+    DATA_IN_BHS.pack_into(bhs, 0, OP_DATA_IN, b1, status, length, lun, itt, 0xFFFFFFFF, stat_sn, exp_cmd_sn,
+                          max_cmd_sn, data_sn, offset, residual)
+    if header_digest:
+        _LE32.pack_into(bhs, 48, crc32c(memoryview(bhs)[:48]))
+    out.append(bhs)
+    out += pieces
+    pad = _PADS[-length & 3]
+    if data_digest and length:
+        value = 0
+        for piece in pieces:
+            value = crc32c(piece, value)
+        if pad:
+            value = crc32c(pad, value)
+        out.append(pad + _LE32.pack(value))
+    elif pad:
+        out.append(pad)
+    return bhs
+
+
+#: StatSN, ExpCmdSN, MaxCmdSN (bytes 24-35) and ResidualCount (44-47) of a Data-In BHS
+_SNS = struct.Struct(">III")
+_RESIDUAL = struct.Struct(">I")
+
+
+def collapse_status(bhs: bytearray, status: int, overflow: bool, underflow: bool, residual: int, stat_sn: int,
+                    exp_cmd_sn: int, max_cmd_sn: int) -> None:
+    """Turn a final Data-In header into one that also carries the command's status (S bit,
+    RFC 7143 11.7.4 phase collapse), in place; the header digest is recomputed."""
+    bhs[1] |= FLAG_S | (FLAG_O if overflow else 0) | (FLAG_U if underflow else 0)
+    bhs[3] = status
+    _SNS.pack_into(bhs, 24, stat_sn, exp_cmd_sn, max_cmd_sn)
+    _RESIDUAL.pack_into(bhs, 44, residual)
+    if len(bhs) == 52:
+        _LE32.pack_into(bhs, 48, crc32c(memoryview(bhs)[:48]))
+
+
+def data_out_buffers(out: list[Buffer], final: bool, lun: int, itt: int, ttt: int, exp_stat_sn: int, data_sn: int,
+                     offset: int, pieces: list[memoryview], length: int, header_digest: bool,
+                     data_digest: bool) -> None:
+    """Append one Data-Out PDU to ``out``: the bytes of ``data_pdu_buffers(DataOut(...))``
+    without the PDU object (an R2T against an 8 KiB-PDU target becomes 32 of them)."""
+    bhs = DATA_OUT_BHS.pack(OP_DATA_OUT, FLAG_F if final else 0, length, lun, itt, ttt, exp_stat_sn, data_sn, offset)
+    if header_digest:
+        bhs += _LE32.pack(crc32c(bhs))
+    out.append(bhs)
+    out += pieces
+    pad = _PADS[-length & 3]
+    if data_digest and length:
+        value = 0
+        for piece in pieces:
+            value = crc32c(piece, value)
+        if pad:
+            value = crc32c(pad, value)
+        out.append(pad + _LE32.pack(value))
+    elif pad:
+        out.append(pad)
+
+
+def command_buffers(p: ScsiCommand, header_digest: bool, data_digest: bool) -> list[Buffer] | None:
+    """The gather list ``codec.encode`` makes for a plain SCSI Command (CDB of at most 16
+    bytes, no AHS), packed directly; None for anything else (the codec handles those)."""
+    cdb = p.cdb
+    if p.ahs or type(cdb) is not bytes or len(cdb) > 16 or p.bidi_read_length is not None or p.attr & ~7:
+        return None
+    data = p.data
+    if type(data) is bytes:
+        view: Buffer = data
+        length = len(data)
+    else:
+        view = memoryview(data)
+        if view.ndim != 1 or view.format != "B" or not view.c_contiguous:
+            return None
+        length = view.nbytes
+    if length > 0xFFFFFF:
+        return None
+    b1 = (FLAG_F if p.final else 0) | (0x40 if p.read else 0) | (0x20 if p.write else 0) | p.attr
+    try:
+        bhs = SCSI_COMMAND_BHS.pack(0x41 if p.immediate else 0x01, b1, length, p.lun, p.itt,
+                                    p.expected_data_transfer_length, p.cmd_sn, p.exp_stat_sn, cdb)
+    except struct.error:
+        return None
+    if header_digest:
+        bhs += _LE32.pack(crc32c(bhs))
+    if not length:
+        return [bhs]
+    tail = _PADS[-length & 3]
+    if data_digest:
+        value = crc32c(view)
+        if tail:
+            value = crc32c(tail, value)
+        tail += _LE32.pack(value)
+    return [bhs, view, tail] if tail else [bhs, view]

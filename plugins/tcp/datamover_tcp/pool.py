@@ -1,0 +1,69 @@
+"""Reused data buffers: what ``alloc_buffer`` hands the core for task data.
+
+A fresh 1 MiB ``bytearray`` per I/O costs more than the I/O itself: glibc serves it with
+``mmap``, so every byte is page-faulted in and zeroed, then unmapped again (a profile of
+1 MiB reads put 300 us of the target's 660 us per I/O there). The core hands each buffer back
+with ``release_buffer`` once no transfer refers to it, so buffers can be kept and reused.
+
+Buffers are kept per power-of-two size class (at least 4 KiB) and the caller gets a view of
+exactly the size it asked for. The pool is bounded: at most :data:`MAX_POOLED_BYTES` are
+kept per connection and nothing above :data:`MAX_BUFFER` is pooled, so a burst of huge
+transfers does not pin memory for the life of the connection.
+
+Reused buffers are not zeroed: every user in the core fills the whole view before any byte
+of it leaves (a READ fills it from the medium, a WRITE from the wire, all of it, before the
+command executes).
+"""
+
+from __future__ import annotations
+
+MIN_CLASS = 4096
+MAX_BUFFER = 16 << 20
+MAX_POOLED_BYTES = 64 << 20
+
+
+class BufferPool:
+    """Free lists of bytearrays by size class."""
+
+    __slots__ = ("_free", "_pooled_bytes", "allocated", "reused")
+
+    def __init__(self) -> None:
+        self._free: dict[int, list[bytearray]] = {}
+        self._pooled_bytes = 0
+        #: buffers created / handed out again, for stats()
+        self.allocated = 0
+        self.reused = 0
+
+    def take(self, size: int) -> memoryview:
+        """A writable view of ``size`` bytes (contents undefined)."""
+        if size > MAX_BUFFER or size <= 0:
+            self.allocated += 1
+            return memoryview(bytearray(size))
+        capacity = MIN_CLASS if size <= MIN_CLASS else 1 << (size - 1).bit_length()
+        free = self._free.get(capacity)
+        if free:
+            self.reused += 1
+            self._pooled_bytes -= capacity
+            base = free.pop()
+        else:
+            self.allocated += 1
+            base = bytearray(capacity)
+        view = memoryview(base)
+        return view if size == capacity else view[:size]
+
+    def give(self, buf: memoryview) -> None:
+        """Take back a view from :meth:`take`; anything else is ignored."""
+        base = buf.obj
+        if type(base) is not bytearray:
+            return
+        capacity = len(base)
+        if capacity > MAX_BUFFER or capacity < MIN_CLASS or capacity & (capacity - 1):
+            return
+        if self._pooled_bytes + capacity > MAX_POOLED_BYTES:
+            return
+        self._free.setdefault(capacity, []).append(base)
+        self._pooled_bytes += capacity
+
+    def clear(self) -> None:
+        self._free.clear()
+        self._pooled_bytes = 0
