@@ -1,5 +1,6 @@
-"""The conformance kit against the built-in transports: loopback always, tcp when it is
-registered and implemented (checked at run time), and whatever --datamover-transport names."""
+"""The conformance kit against the built-in transports: loopback, tcp and iSER (on the soft
+provider's shared-memory fabric) when registered and implemented (checked at run time), and
+whatever --datamover-transport names."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ class TestTcpConformance(TransportConformance):
         except NotImplementedTransport as exc:
             pytest.skip(f"the tcp transport is not implemented yet: {exc}")
         return "tcp"
+
+
+class TestIserSoftConformance(TransportConformance):
+    """iSER over the software RDMA provider: the same kit, gated by iSER's capabilities
+    (no digests, no phase collapse)."""
+
+    @pytest.fixture
+    def transport_factory(self):  # type: ignore[no-untyped-def]
+        if "iser" not in get_registry():
+            pytest.skip("the iser transport is not registered")
+        return lambda: create_transport("iser", {"provider": "soft", "fabric": "shm"})
 
 
 class TestSelectedConformance(TransportConformance):
