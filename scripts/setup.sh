@@ -23,7 +23,8 @@ if [ "${DATAMOVER_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; th
     # Debian's python3 has no venv module without python3-venv
     "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
     if [ "${DATAMOVER_PEERS:-1}" != 0 ]; then
-        for pkg in libiscsi-bin tgt tshark; do
+        # libiscsi-dev and a C compiler build bench/iscsi_load.c (the benchmark smoke test)
+        for pkg in libiscsi-bin libiscsi-dev tgt tshark gcc libc6-dev; do
             dpkg -s "$pkg" >/dev/null 2>&1 || packages+=("$pkg")
         done
     fi

@@ -18,7 +18,7 @@ import pytest
 from datamover.pdu.codec import encode, encode_header
 from datamover.pdu.model import DataIn, DataOut, ScsiCommand, ScsiResponse
 from datamover_tcp.connection import _response_bhs
-from datamover_tcp.pool import MAX_BUFFER, BufferPool
+from datamover.buffers import MAX_BUFFER, BufferPool
 from datamover_tcp.wire import (collapse_status, command_buffers, data_in_buffers, data_out_buffers,
                                 data_pdu_buffers)
 

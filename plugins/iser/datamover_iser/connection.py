@@ -52,7 +52,7 @@ from datamover_iser.header import (
     IserHeader,
     decode_header,
 )
-from datamover_iser.memory import BufferPool, MrIndex, RegistrationCache
+from datamover_iser.memory import BufferPool, MrIndex, RegistrationCache, address_of
 from datamover_iser.verbs.enums import Access, CMEventType, WCOpcode, WCStatus, WROpcode, SendFlags, WCFlags
 from datamover_iser.verbs.wr import SGE, MWBind, QPCap, RecvWR, SendWR, WorkCompletion
 
@@ -194,8 +194,6 @@ class IserConnection(DatamoverConnection):
 
     @staticmethod
     def _addr_len(buf: memoryview) -> tuple[int, int]:
-        from datamover_iser.memory import address_of
-
         addr = address_of(buf)
         assert addr is not None
         return addr, buf.nbytes
@@ -492,8 +490,6 @@ class IserConnection(DatamoverConnection):
 
     def _local_sge(self, view: memoryview, *, source: bool) -> tuple[SGE, memoryview | None]:
         """An SGE for local memory: registered already, or registered now, or bounced."""
-        from datamover_iser.memory import address_of
-
         addr = address_of(view)
         if addr is not None:
             region = self.index.find(addr, view.nbytes)

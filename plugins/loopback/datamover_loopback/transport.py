@@ -28,7 +28,7 @@ from datamover.di import (
     Transport,
 )
 from datamover.pdu import DataIn, Pdu, R2T, ScsiCommand, ScsiResponse, decode, encode_header
-from datamover_loopback.pool import BufferPool
+from datamover.buffers import BufferPool
 
 _CLOSED = object()
 

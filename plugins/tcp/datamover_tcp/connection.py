@@ -56,7 +56,7 @@ from datamover_tcp.errors import DataPduError, DatamoverUsageError, SegmentTooLo
 from datamover_tcp.framing import ReceiveBuffer
 from datamover_tcp.initiator_data import InitiatorData
 from datamover_tcp.negotiated import LOGIN_DATA_LIMIT, NegotiatedKeys
-from datamover_tcp.pool import BufferPool
+from datamover.buffers import BufferPool
 from datamover_tcp.sender import BatchedWriter, Buffer
 from datamover_tcp.target_data import TargetData
 from datamover_tcp.wire import (FLAG_F, command_buffers, FLAG_O, FLAG_O_BIDI, FLAG_U, FLAG_U_BIDI, OP_SCSI_RESPONSE,
@@ -416,7 +416,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
             self._target.free(itt)
 
     def alloc_buffer(self, size: int) -> memoryview:
-        """A data buffer from this connection's pool (see :class:`~datamover_tcp.pool.BufferPool`)."""
+        """A data buffer from this connection's pool (see :class:`~datamover.buffers.BufferPool`)."""
         return self._pool.take(size)
 
     def release_buffer(self, buf: memoryview) -> None:

@@ -1,5 +1,7 @@
-"""Reused data buffers for the loopback datamover (the same design as the TCP plugin's pool;
-plugins do not import each other, so each keeps its own copy).
+"""Reused data buffers: what a datamover's ``alloc_buffer`` hands the core for task data.
+
+Shared by the built-in TCP and loopback transports and available to third-party ones
+(plugins import the core, never each other).
 
 A fresh 1 MiB ``bytearray`` per I/O costs more than the I/O itself: glibc serves it with
 ``mmap``, so every byte is page-faulted in and zeroed, then unmapped again (a profile of
