@@ -92,6 +92,9 @@ class CQ(abc.ABC):
     the usual poll / arm / poll / sleep loop.
     """
 
+    #: The capacity the provider gave, which may exceed the request: rdma_rxe (and mlx5)
+    #: round ``cqe + 1`` up to a power of two and subtract one (4 -> 7), siw rounds ``cqe``
+    #: up to a power of two (4 -> 4). Size overflow handling on this, not on the request.
     cqe: int
 
     @abc.abstractmethod

@@ -168,6 +168,33 @@ class Personality(enum.Enum):
     def active_sends_first(self) -> bool:
         return self is Personality.IWARP
 
+    def cq_capacity(self, requested: int) -> int:
+        """The CQ size a device of this kind gives for ``requested`` entries (interop lab):
+        rdma_rxe keeps one slot free in a power-of-two ring (4 -> 7), siw rounds up (4 -> 4)."""
+        if self is Personality.ROCE_V2:
+            return (1 << requested.bit_length()) - 1 if requested & (requested + 1) else requested
+        return 1 << (requested - 1).bit_length()
+
+    @property
+    def queues_posts_before_rts(self) -> bool:
+        """rdma_rxe queues a WR posted in INIT or RTR in userspace, and only the doorbell
+        fails (EINVAL): the WR stays on the send queue, is flushed when the QP goes to ERR and
+        would run once the QP reaches RTS (interop lab, kernel 6.1, rdma-core 44)."""
+        return self is Personality.ROCE_V2
+
+    @property
+    def flushes_receives_posted_in_err(self) -> bool:
+        """siw completes a receive posted in ERR with WR_FLUSH_ERR at once; rdma_rxe (kernel
+        6.1) takes it and never completes it: receives have no doorbell, and its responder
+        flushed the queue when the QP entered ERR (interop lab)."""
+        return self is Personality.IWARP
+
+    @property
+    def short_recv_status(self) -> "WCStatus":
+        """The responder's completion for a SEND longer than its receive: rdma_rxe reports
+        LOC_QP_OP_ERR (interop lab); siw reports LOC_LEN_ERR."""
+        return WCStatus.LOC_QP_OP_ERR if self is Personality.ROCE_V2 else WCStatus.LOC_LEN_ERR
+
     @property
     def max_connect_private_data(self) -> int:
         # rdma_cm over IB CM (RDMA_PS_TCP): 56 bytes in REQ; MPA allows 512.

@@ -17,8 +17,11 @@ rdma-without-hardware.md §3:
 
 Limitation: pyverbs' ``CMEvent`` does not say which cm_id an event belongs to, so the
 passive side gets one event channel per listener; ESTABLISHED goes to the connection being
-accepted (accepts are serialised) and a DISCONNECTED to the oldest connected child that
-has not had one. Active ids each have their own channel and are exact.
+accepted (accepts are serialised). A DISCONNECTED goes first to the oldest child that
+disconnected itself and still owes its event (the IB CM reports it when the peer's DREP
+comes, possibly after a new connection was accepted: the interop lab saw libiscsi's
+reconnect torn down by the previous connection's late event), else to the oldest
+connected child. Active ids each have their own channel and are exact.
 
 Nothing in pyverbs is imported at module import time: this module imports everywhere.
 """
@@ -38,7 +41,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .api import CQ, MR, MW, PD, QP, CMId, Context, Listener, Provider, wait_readable
-from .enums import Access, CMEventType, Personality, QPState, WCFlags, WCOpcode, WCStatus, WROpcode
+from .enums import Access, AsyncEventType, CMEventType, Personality, QPState, WCFlags, WCOpcode, WCStatus, WROpcode
 from .errors import CMError, ConnectionFailed, ConnectionRejected, VerbsError
 from .wr import AsyncEvent, CMEvent, ConnParam, QPCap, RecvWR, SendWR, WorkCompletion
 
@@ -78,6 +81,68 @@ def _new_fd(before: dict[int, str]) -> int:
     fd = fds[0]
     fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
     return fd
+
+
+# Async events read from a device's async fd, per fd: rdma_cm shares one ibv_context per
+# device among all ids, so every PvContext wrapper of that device must see the same queue.
+_ASYNC_QUEUES: dict[int, deque[AsyncEvent]] = {}
+# struct ibv_context: device pointer, 32 ops pointers, cmd_fd, async_fd (rdma-core 44 verbs.h)
+_CTX_CMD_FD_OFFSET = 8 + 32 * 8
+
+
+class _IbvAsyncEvent(ctypes.Structure):
+    _fields_ = [("element", ctypes.c_void_p), ("event_type", ctypes.c_int), ("_pad", ctypes.c_int)]
+
+
+class _AsyncReader:
+    """ibv_get_async_event / ibv_ack_async_event through ctypes for one device context.
+
+    pyverbs 44's ``Context.get_async_event`` cannot acknowledge what it returns, and an event
+    read but not acknowledged makes ibv_destroy_cq / ibv_destroy_qp wait for ever (the lab's
+    hang). So the context is found among librdmacm's (``rdma_get_devices``) by its cmd_fd,
+    which pyverbs does expose, and events are read and acknowledged here, only when the
+    async fd is readable (never blocking the loop)."""
+
+    def __init__(self, cmd_fd: int) -> None:
+        verbs = ctypes.CDLL("libibverbs.so.1")
+        rdmacm = ctypes.CDLL("librdmacm.so.1")
+        rdmacm.rdma_get_devices.restype = ctypes.POINTER(ctypes.c_void_p)
+        rdmacm.rdma_get_devices.argtypes = [ctypes.POINTER(ctypes.c_int)]
+        rdmacm.rdma_free_devices.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
+        verbs.ibv_get_async_event.argtypes = [ctypes.c_void_p, ctypes.POINTER(_IbvAsyncEvent)]
+        verbs.ibv_ack_async_event.argtypes = [ctypes.POINTER(_IbvAsyncEvent)]
+        self._verbs = verbs
+        self.ctx: int | None = None
+        self.fd = -1
+        count = ctypes.c_int(0)
+        devices = rdmacm.rdma_get_devices(ctypes.byref(count))
+        if not devices:
+            return
+        try:
+            for i in range(count.value):
+                ctx = devices[i]
+                fds = (ctypes.c_int * 2).from_address(ctx + _CTX_CMD_FD_OFFSET)
+                if fds[0] == cmd_fd and "infinibandevent" in _fd_target(fds[1]):
+                    self.ctx, self.fd = ctx, fds[1]
+        finally:
+            rdmacm.rdma_free_devices(devices)
+
+    def read(self) -> tuple[int, str] | None:
+        if self.ctx is None or not _readable(self.fd):
+            return None
+        ev = _IbvAsyncEvent()
+        if self._verbs.ibv_get_async_event(self.ctx, ctypes.byref(ev)) != 0:
+            return None
+        kind = ev.event_type
+        self._verbs.ibv_ack_async_event(ctypes.byref(ev))
+        return kind, f"ibv_event_type {kind}"
+
+
+def _fd_target(fd: int) -> str:
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return ""
 
 
 def _readable(fd: int) -> bool:
@@ -137,7 +202,8 @@ class PvCQ(CQ):
             self.cq = _CQ(ctx.ctx, cqe, None, self.cc, 0)
         except Exception as exc:
             raise _err(exc, "ibv_create_cq") from None
-        self.cqe = cqe
+        # the provider's capacity (rxe: 2^k - 1 >= cqe), as ibv_cq.cqe reports it
+        self.cqe = int(getattr(self.cq, "cqe", cqe))
         self.context = ctx
 
     def poll(self, n: int = 16) -> list[WorkCompletion]:
@@ -309,7 +375,7 @@ class PvContext(Context):
         self.port = port
         name = getattr(ctx, "name", "")
         self.device_name = name.decode() if isinstance(name, bytes) else str(name)
-        self._async: deque[AsyncEvent] = deque()
+        self._async: _AsyncReader | None = None
 
     def alloc_pd(self) -> PvPD:
         from pyverbs.pd import PD as _PD
@@ -320,7 +386,23 @@ class PvContext(Context):
         return PvCQ(self, cqe)
 
     def poll_async_event(self) -> AsyncEvent | None:
-        return self._async.popleft() if self._async else None
+        """The device's next asynchronous event (CQ_ERR on overflow, QP_FATAL, ...), read and
+        acknowledged without blocking (see ``_AsyncReader``)."""
+        if self._async is None:
+            try:
+                self._async = _AsyncReader(self.ctx.cmd_fd)
+            except (OSError, AttributeError) as exc:
+                log.warning("pyverbs: async events unavailable: %s", exc)
+                return None
+        reader = self._async
+        queue = _ASYNC_QUEUES.setdefault(reader.fd, deque())
+        while (got := reader.read()) is not None:
+            code, detail = got
+            try:
+                queue.append(AsyncEvent(AsyncEventType(code), f"{self.device_name}: {detail}"))
+            except ValueError:
+                continue  # port/device events the verbs API does not model
+        return queue.popleft() if queue else None
 
     def wc(self, w: Any) -> WorkCompletion:
         flags = WCFlags(w.wc_flags & 0xF)
@@ -369,6 +451,8 @@ class PvCMId(CMId):
         self.param: ConnParam | None = None
         self.qp: PvQP | None = None
         self.state = "idle"
+        self._rdma_disconnect_called = False
+        self.owes_disconnected_event = False  # a child that called rdma_disconnect first
         self._events: asyncio.Queue[CMEvent] = asyncio.Queue()
         self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         personality = provider.personality
@@ -458,16 +542,32 @@ class PvCMId(CMId):
         self.state = "rejected"
 
     async def disconnect(self) -> None:
+        if self.state == "disconnected":
+            # The peer's DREQ came first: rdma_disconnect is what sends the DREP, without
+            # which the peer reports DISCONNECTED only when its DREQ times out (interop lab).
+            self._answer_dreq()
+            return
         if self.state != "connected":
             return
         try:
+            self._rdma_disconnect_called = True
             self.cmid.disconnect()
         except Exception as exc:
             raise _err(exc, "rdma_disconnect") from None
+        self.owes_disconnected_event = self.channel is None  # arrives on the listener's channel
         if self.channel is not None:
             # the active side's own channel reports its DISCONNECTED
             return
         self._disconnected()
+
+    def _answer_dreq(self) -> None:
+        if self._rdma_disconnect_called:
+            return
+        self._rdma_disconnect_called = True
+        try:
+            self.cmid.disconnect()
+        except Exception:
+            pass  # the peer already gave up: nothing to answer
 
     def _disconnected(self) -> None:
         if self.state == "disconnected":
@@ -497,6 +597,8 @@ class PvCMId(CMId):
         return self._efd
 
     def close(self) -> None:
+        if self.state == "disconnected":
+            self._answer_dreq()
         if self.listener is None:  # pitfall 2: children live as long as their listener
             try:
                 self.cmid.close()
@@ -560,7 +662,12 @@ class PvListener(Listener):
                 if not fut.done():
                     fut.set_exception(ConnectionFailed(f"rdma_cm event {etype} while accepting"))
             elif etype == ce.RDMA_CM_EVENT_DISCONNECTED:
-                for child in self.children:  # see the module docstring's limitation
+                # see the module docstring's limitation
+                owing = next((c for c in self.children if c.owes_disconnected_event), None)
+                if owing is not None:
+                    owing.owes_disconnected_event = False
+                    continue
+                for child in self.children:
                     if child.state == "connected":
                         child._disconnected()
                         break

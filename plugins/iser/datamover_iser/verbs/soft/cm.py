@@ -7,6 +7,13 @@ side moves its QP to RTS and sends RTU; both are then ESTABLISHED. ``disconnect`
 DREQ; both QPs go to ERR (so whatever is posted is flushed) and both ids report
 DISCONNECTED. A link that dies (peer process gone, fault hook break) does the same.
 
+On RoCE the IB CM's timing is kept, as the interop lab measured on rdma_rxe: the side that
+receives the DREQ reports DISCONNECTED at once, but answers DREP only when its application
+calls ``disconnect`` (or closes the id); the side that sent the DREQ reports DISCONNECTED
+when that DREP arrives, or after ``DREQ_TIMEOUT_S`` without one. So an application that
+never calls ``disconnect`` on DISCONNECTED stalls its peer here as it would on hardware.
+On iWARP (iw_cm, a TCP close) both sides report DISCONNECTED at once.
+
 Per IB CM, the ``rnr_retry`` in a REQ is used by the passive QP and the one in a REP by the
 active QP; rdma-without-hardware.md §3 shows the accept's ``rnr_retry=0`` failing the
 initiator's SEND.
@@ -33,6 +40,10 @@ if TYPE_CHECKING:
     from ..api import CQ, QP
     from .device import SoftContext, SoftPD
     from .provider import SoftProvider
+
+#: How long the side that sent a DREQ waits for the DREP before it reports DISCONNECTED
+#: anyway (IB CM retries DREQs for several seconds; rdma_rxe gave no event within 10 s).
+DREQ_TIMEOUT_S = 4.0
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +150,7 @@ class SoftCMId(CMId):
         self._waiter: asyncio.Future[Msg] | None = None
         self._events = EventQueue()
         self._on_request_ready: "SoftListener | None" = None
+        self._drep_timer: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------ helpers
     def create_qp(
@@ -259,19 +271,53 @@ class SoftCMId(CMId):
 
     # ------------------------------------------------------------------ both sides
     async def disconnect(self) -> None:
+        if self.state == "dreq_rcvd":
+            self._answer_dreq()
+            return
         if self.state not in ("connected", "accepting"):
-            if self.state == "disconnected":
+            if self.state in ("disconnected", "disconnecting"):
                 return
             raise CMError(errno.EINVAL, f"disconnect in state {self.state}")
         assert self.conn is not None
         self.conn.link.send(Msg(Kind.CM_DREQ))
-        self._disconnected()
-        self.conn.link.close()
+        if not self._ib_cm:
+            self._disconnected()
+            self.conn.link.close()
+            return
+        # IB CM: flush now, report DISCONNECTED when the DREP comes (or the DREQ times out)
+        self.state = "disconnecting"
+        self._flush_qp()
+        self._drep_timer = asyncio.get_running_loop().call_later(DREQ_TIMEOUT_S, self._drep_timeout)
+
+    @property
+    def _ib_cm(self) -> bool:
+        return not self.context.personality.cm_required  # RoCE: rdma_cm over the IB CM
+
+    def _drep_timeout(self) -> None:
+        self._drep_timer = None
+        if self.state == "disconnecting":
+            log.info("soft CM: no DREP from %s within %.0f s", self.describe(), DREQ_TIMEOUT_S)
+            self._disconnected()
+            if self.conn is not None:
+                self.conn.link.close()
+
+    def _answer_dreq(self) -> None:
+        """The application's disconnect after a peer's DREQ: DREP, then the link may go."""
+        self.state = "disconnected"
+        if self.conn is not None:
+            self.conn.link.send(Msg(Kind.CM_DREP))
+            self.conn.link.close()
+
+    def _flush_qp(self) -> None:
+        if self.qp is not None and self.qp.state != QPState.ERR:
+            self.qp.modify(QPState.ERR)
 
     def _disconnected(self) -> None:
         self.state = "disconnected"
-        if self.qp is not None and self.qp.state != QPState.ERR:
-            self.qp.modify(QPState.ERR)
+        if self._drep_timer is not None:
+            self._drep_timer.cancel()
+            self._drep_timer = None
+        self._flush_qp()
         self._events.push(CMEvent(CMEventType.DISCONNECTED))
 
     def _on_cm(self, msg: Msg) -> None:
@@ -300,19 +346,32 @@ class SoftCMId(CMId):
                 self._waiter.set_result(msg)
         elif kind == Kind.CM_DREQ and self.state in ("connected", "accepting", "connecting"):
             assert self.conn is not None
-            self.conn.link.send(Msg(Kind.CM_DREP))
+            was = self.state
             self._disconnected()
-            self.conn.link.close()
+            if self._ib_cm and was != "connecting":
+                self.state = "dreq_rcvd"  # DREP when the application calls disconnect
+            else:
+                self.conn.link.send(Msg(Kind.CM_DREP))
+                self.conn.link.close()
             if self._waiter is not None and not self._waiter.done():
                 self._waiter.set_exception(ConnectionFailed("peer disconnected", errno.ECONNRESET))
+        elif kind in (Kind.CM_DREP, Kind.CM_DREQ) and self.state == "disconnecting":
+            # the DREP, or the peer's own DREQ crossing ours: both ends are done
+            assert self.conn is not None
+            if kind == Kind.CM_DREQ:
+                self.conn.link.send(Msg(Kind.CM_DREP))
+            self._disconnected()
+            self.conn.link.close()
 
     def _lost(self, reason: str) -> None:
         """The link died (or an iWARP terminate): as a disconnect, from the fabric."""
-        if self.state in ("connected", "accepting"):
+        if self.state in ("connected", "accepting", "disconnecting"):
             log.info("soft CM: connection %s lost: %s", self.describe(), reason)
             self._disconnected()
             if self.conn is not None:
                 self.conn.link.close()
+        elif self.state == "dreq_rcvd":
+            self.state = "disconnected"  # already reported; the peer gave up waiting
         elif self.state == "req_rcvd":
             self.state = "disconnected"  # the requester went away before accept/reject
         if self._waiter is not None and not self._waiter.done():
@@ -332,6 +391,11 @@ class SoftCMId(CMId):
         if self.conn is not None and self.state in ("connected", "accepting"):
             self.conn.link.send(Msg(Kind.CM_DREQ))
             self._disconnected()
+        elif self.state == "dreq_rcvd":
+            self._answer_dreq()
+        if self._drep_timer is not None:
+            self._drep_timer.cancel()
+            self._drep_timer = None
         if self.conn is not None:
             self.conn.link.close()
         self.state = "closed"

@@ -29,7 +29,7 @@ class SoftCQ(CQ):
         if not 1 <= cqe <= MAX_CQE:
             raise VerbsError(errno.EINVAL, f"cqe must be 1..{MAX_CQE}, got {cqe}")
         self.context = context
-        self.cqe = cqe
+        self.cqe = context.personality.cq_capacity(cqe)
         self._q: deque[WorkCompletion] = deque()
         self._fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._armed = False

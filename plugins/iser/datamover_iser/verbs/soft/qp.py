@@ -12,8 +12,13 @@ Modelled on rdma_rxe (rdma-without-hardware.md §3 is the reference):
   sees the WRITE's data). RDMA WRITE/READ give the responder no completion. A bad rkey /
   missing MR access gives NAK ACCESS (REM_ACCESS_ERR), missing QP access gives NAK INV_REQ
   (REM_INV_REQ_ERR); in both cases the responder QP goes to ERR too. A receive too small
-  for a SEND gives the requester REM_OP_ERR and a bad local key LOC_QP_OP_ERR, as rdma_rxe
-  does (measured through pyverbs in the interop lab).
+  for a SEND gives the requester REM_OP_ERR (the responder LOC_QP_OP_ERR on RoCE,
+  LOC_LEN_ERR on iWARP) and a bad local key LOC_QP_OP_ERR, as rdma_rxe does (measured
+  through pyverbs in the interop lab).
+* Posting: a SEND posted in INIT or RTR fails with EINVAL; on RoCE it still stays queued
+  (rdma_rxe rings a doorbell after queueing) and is flushed on ERR, as the lab measured. A
+  receive posted in ERR is flushed at once on iWARP; on RoCE it is taken and never
+  completes (rdma_rxe 6.1 has no receive doorbell).
 * Lost messages (only ever caused by the fault hook) are recovered by an ack timer and
   go-back-N retransmission, ``retry_count`` times, then RETRY_EXC_ERR.
 """
@@ -217,9 +222,11 @@ class SoftQP(QP):
                 raise VerbsError(errno.EINVAL, f"{len(wr.sg_list)} SGEs > max_recv_sge {self.cap.max_recv_sge}")
             if len(self.rq) >= self.cap.max_recv_wr:
                 raise VerbsError(errno.ENOMEM, f"receive queue full ({self.cap.max_recv_wr})")
-            if self._state == QPState.ERR:
+            if self._state == QPState.ERR and self.personality.flushes_receives_posted_in_err:
                 self._complete(self.recv_cq, WorkCompletion(wr.wr_id, WCStatus.WR_FLUSH_ERR, WCOpcode.RECV, qp_num=self.qp_num))
                 continue
+            # RoCE in ERR: rdma_rxe (kernel 6.1) takes the receive and never completes it
+            # (no doorbell for receives; its responder flushed the queue when it entered ERR)
             self.rq.append(wr)
 
     def post_send(self, wrs: SendWR | Iterable[SendWR]) -> None:
@@ -229,7 +236,8 @@ class SoftQP(QP):
 
     def _post_one(self, wr: SendWR) -> None:
         st = self._state
-        if self.closed or st in (QPState.RESET, QPState.INIT, QPState.RTR):
+        early = st in (QPState.INIT, QPState.RTR)
+        if self.closed or st == QPState.RESET or (early and not self.personality.queues_posts_before_rts):
             raise VerbsError(errno.EINVAL, f"post_send on a QP in {st.name}")
         op = wr.opcode
         if op not in _WC_OF_WR:
@@ -265,6 +273,9 @@ class SoftQP(QP):
             self._complete(self.send_cq, self._wc(wqe, WCStatus.WR_FLUSH_ERR))
             return
         self.sq.append(wqe)
+        if early:
+            # rdma_rxe: the WQE is already on the userspace ring when the doorbell fails
+            raise VerbsError(errno.EINVAL, f"post_send on a QP in {st.name} (the WR stays queued, as on rdma_rxe)")
 
     def _read_inline(self, wr: SendWR) -> bytes:
         parts = []
@@ -615,7 +626,7 @@ class SoftQP(QP):
             room += s.length
         if length > room:
             self.rq.popleft()
-            self._complete(self.recv_cq, WorkCompletion(rwr.wr_id, WCStatus.LOC_LEN_ERR, WCOpcode.RECV, qp_num=self.qp_num))
+            self._complete(self.recv_cq, WorkCompletion(rwr.wr_id, self.personality.short_recv_status, WCOpcode.RECV, qp_num=self.qp_num))
             # rdma_rxe (measured in the interop lab, kernel 6.1): the requester sees a remote
             # operational error for a receive that is too small
             self._nak_fatal(msg.psn, Nak.OP)
