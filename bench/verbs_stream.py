@@ -7,13 +7,17 @@ Measured in one run, on this machine:
   same size as the MRs), against RDMA WRITE and RDMA READ streams over the **shm** fabric
   (the responder process copies straight between the two shared-memory MRs);
 * a plain Python TCP socket stream (``sendall`` / ``recv_into``) between two processes,
-  against RDMA WRITE and READ streams over the **zmq** fabric on the same loopback.
+  against RDMA WRITE and READ streams over the **zmq** fabric (``tcp://``) on the same
+  loopback;
+* a plain Python Unix-socket stream, and RDMA WRITE and READ streams over the **zmq-ipc**
+  fabric (zmq's ``ipc://``, Unix-domain sockets), each against both plain streams.
 
 Every stream's data is checked (a digest of what landed against what was sent).
 
     .venv/bin/python bench/verbs_stream.py            # 1 GiB per stream
     .venv/bin/python bench/verbs_stream.py --smoke    # a few MiB, for the test suite
     .venv/bin/python bench/verbs_stream.py --json out.json
+    .venv/bin/python bench/verbs_stream.py --only zmq   # tcp:// and ipc:// with baselines
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ from dataclasses import asdict, dataclass
 
 from datamover_iser.verbs import Access, ConnParam, QPCap, SendWR, WROpcode, sge_of
 from datamover_iser.verbs.soft import SoftProvider
+from datamover_iser.verbs.soft.link import Fabric
 from datamover_iser.verbs.soft.shm import ShmFabric
+from datamover_iser.verbs.soft.zmq import ZmqFabric
 
 RW = Access.LOCAL_WRITE | Access.REMOTE_WRITE | Access.REMOTE_READ
 MR_INFO = struct.Struct("<QII")  # addr, rkey, length: the server's MR, in the REP private data
@@ -75,11 +81,26 @@ def memcpy_bench(buf_size: int, total: int) -> Result:
     return Result("memcpy (1 thread)", rounds * buf_size, dt, "cpu")
 
 
+ZMQ_LABEL = {"zmq": "zmq tcp://", "zmq-ipc": "zmq ipc://"}
+#: ZmqFabric keyword options of both processes (from --zmq-sndbuf and friends)
+ZMQ_OPTS: dict[str, object] = {}
+
+
+def make_fabric(fabric_name: str, ns: str) -> tuple[Fabric, str]:
+    """The fabric both processes use, and the host its listener is named by."""
+    if fabric_name == "shm":
+        return ShmFabric(ns), "bench"
+    if fabric_name == "zmq":
+        return ZmqFabric(transport="tcp", **ZMQ_OPTS), "127.0.0.1"  # type: ignore[arg-type]
+    if fabric_name == "zmq-ipc":
+        return ZmqFabric(transport="ipc", namespace=ns, **ZMQ_OPTS), "bench"  # type: ignore[arg-type]
+    raise ValueError(f"unknown fabric {fabric_name!r}")
+
+
 # --------------------------------------------------------------------------- server side
 async def serve(fabric_name: str, ns: str, buf_size: int) -> None:
-    fabric = ShmFabric(ns) if fabric_name == "shm" else "zmq"
+    fabric, host = make_fabric(fabric_name, ns)
     prov = SoftProvider(fabric)
-    host = "bench" if fabric_name == "shm" else "127.0.0.1"
     lis = await prov.listen(host, 0)
     print(f"LISTENING {lis.port}", flush=True)
     cid = await lis.get_request(timeout=30)
@@ -92,11 +113,18 @@ async def serve(fabric_name: str, ns: str, buf_size: int) -> None:
     await prov.close()
 
 
-def tcp_serve(port_out: int, total: int, buf_size: int) -> None:
-    lsock = socket.socket()
-    lsock.bind(("127.0.0.1", 0))
+def plain_serve(family: str, total: int, buf_size: int) -> None:
+    """Receive ``total`` bytes into one reused buffer, then answer one byte."""
+    if family == "tcp":
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        port = lsock.getsockname()[1]
+    else:  # an abstract-namespace Unix socket: nothing in the file system
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        port = uuid.uuid4().int % 10**9
+        lsock.bind(f"\0datamover-bench/{port}")
     lsock.listen(1)
-    print(f"LISTENING {lsock.getsockname()[1]}", flush=True)
+    print(f"LISTENING {port}", flush=True)
     conn, _ = lsock.accept()
     buf = bytearray(buf_size)
     view = memoryview(buf)
@@ -112,6 +140,17 @@ def tcp_serve(port_out: int, total: int, buf_size: int) -> None:
 
 
 # --------------------------------------------------------------------------- client side
+def zmq_argv() -> list[str]:
+    """ZMQ_OPTS as command-line options, for the server process."""
+    out = []
+    for key in ("sndbuf", "rcvbuf"):
+        if ZMQ_OPTS.get(key) is not None:
+            out += [f"--zmq-{key}", str(ZMQ_OPTS[key])]
+    if ZMQ_OPTS.get("tune_malloc") is False:
+        out.append("--no-tune-malloc")
+    return out
+
+
 def spawn(args: list[str]) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -124,11 +163,10 @@ def spawn(args: list[str]) -> tuple[subprocess.Popen[str], int]:
 
 async def rdma_streams(fabric_name: str, buf_size: int, total: int, wr_size: int, depth: int) -> list[Result]:
     ns = uuid.uuid4().hex
-    proc, port = spawn(["--serve", fabric_name, ns, str(buf_size)])
+    proc, port = spawn(["--serve", fabric_name, ns, str(buf_size), *zmq_argv()])
     try:
-        fabric = ShmFabric(ns) if fabric_name == "shm" else "zmq"
+        fabric, host = make_fabric(fabric_name, ns)
         prov = SoftProvider(fabric)
-        host = "bench" if fabric_name == "shm" else "127.0.0.1"
         cid = await prov.resolve(host, port)
         cq = cid.context.create_cq(256)
         qp = cid.create_qp(cq, cq, QPCap(max_send_wr=depth, max_recv_wr=4))
@@ -155,7 +193,8 @@ async def rdma_streams(fabric_name: str, buf_size: int, total: int, wr_size: int
                         raise RuntimeError(f"{name}: {wc}")
                     done += 1
             dt = time.perf_counter() - t0
-            results.append(Result(f"{name} over {fabric_name}", n_wrs * wr_size, dt, prov.describe()))
+            label = ZMQ_LABEL.get(fabric_name, fabric_name)
+            results.append(Result(f"{name} over {label}", n_wrs * wr_size, dt, prov.describe()))
         # After the WRITE stream the server's MR holds src; the READ stream brought it back.
         ok = hashlib.sha256(sink).digest() == hashlib.sha256(src).digest()
         for r in results:
@@ -170,10 +209,15 @@ async def rdma_streams(fabric_name: str, buf_size: int, total: int, wr_size: int
             proc.kill()
 
 
-def tcp_stream(buf_size: int, total: int) -> Result:
-    proc, port = spawn(["--tcp-serve", str(total), str(buf_size)])
+def plain_stream(family: str, buf_size: int, total: int) -> Result:
+    """A plain socket stream (``sendall`` of one reused buffer) to another process."""
+    proc, port = spawn(["--plain-serve", family, str(total), str(buf_size)])
     try:
-        sock = socket.create_connection(("127.0.0.1", port))
+        if family == "tcp":
+            sock = socket.create_connection(("127.0.0.1", port))
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(f"\0datamover-bench/{port}")
         src = bytearray(buf_size)
         pattern(memoryview(src), 3)
         view = memoryview(src)
@@ -186,7 +230,9 @@ def tcp_stream(buf_size: int, total: int) -> Result:
         ok = sock.recv(1) == b"K"
         dt = time.perf_counter() - t0
         sock.close()
-        return Result("plain TCP socket stream", total, dt, "kernel TCP (loopback)", ok)
+        if family == "tcp":
+            return Result("plain TCP socket stream", total, dt, "kernel TCP (loopback)", ok)
+        return Result("plain Unix socket stream", total, dt, "kernel Unix-domain stream socket", ok)
     finally:
         proc.wait(10)
 
@@ -198,16 +244,21 @@ def main() -> int:
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument("--zmq-wr-size", type=int, default=4 << 20, help="bytes per WR on zmq")
     ap.add_argument("--zmq-depth", type=int, default=8, help="WRs in flight on zmq")
+    ap.add_argument("--zmq-sndbuf", type=int, help="ZMQ_SNDBUF of both ends (default: the kernel's)")
+    ap.add_argument("--zmq-rcvbuf", type=int, help="ZMQ_RCVBUF of both ends (default: the kernel's)")
+    ap.add_argument("--no-tune-malloc", action="store_true", help="leave glibc's malloc thresholds alone")
     ap.add_argument("--repeat", type=int, default=3, help="measure each stream N times, keep the best")
-    ap.add_argument("--only", choices=["shm", "zmq"], help="run one fabric's streams only")
+    ap.add_argument("--only", choices=["shm", "zmq", "zmq-tcp", "zmq-ipc"],
+                    help="run these streams only (zmq: tcp:// and ipc://)")
     ap.add_argument("--serve", nargs=3, metavar=("FABRIC", "NS", "SIZE"), help=argparse.SUPPRESS)
-    ap.add_argument("--tcp-serve", nargs=2, metavar=("TOTAL", "SIZE"), help=argparse.SUPPRESS)
+    ap.add_argument("--plain-serve", nargs=3, metavar=("FAMILY", "TOTAL", "SIZE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    ZMQ_OPTS.update(sndbuf=args.zmq_sndbuf, rcvbuf=args.zmq_rcvbuf, tune_malloc=not args.no_tune_malloc)
     if args.serve:
         asyncio.run(serve(args.serve[0], args.serve[1], int(args.serve[2])))
         return 0
-    if args.tcp_serve:
-        tcp_serve(0, int(args.tcp_serve[0]), int(args.tcp_serve[1]))
+    if args.plain_serve:
+        plain_serve(args.plain_serve[0], int(args.plain_serve[1]), int(args.plain_serve[2]))
         return 0
     if args.smoke:
         args.repeat = 1
@@ -232,24 +283,40 @@ def main() -> int:
         res += [memcpy, shm_w, shm_r]
         ratios["shm_write_vs_memcpy"] = shm_w.gbps / memcpy.gbps
         ratios["shm_read_vs_memcpy"] = shm_r.gbps / memcpy.gbps
-    if args.only in (None, "zmq"):
-        t, w, r = [], [], []
+    tcp_on = args.only in (None, "zmq", "zmq-tcp")
+    ipc_on = args.only in (None, "zmq", "zmq-ipc")
+    if tcp_on or ipc_on:
+        # Both plain streams are measured in every case: ipc:// answers to both.
+        runs: dict[str, list[Result]] = {k: [] for k in ("tcp", "unix", "zw", "zr", "iw", "ir")}
         for _ in range(args.repeat):
-            t.append(tcp_stream(min(buf, 1 << 20), total))
-            zw, zr = asyncio.run(rdma_streams("zmq", buf, total, zmq_wr, depth=args.zmq_depth))
-            w.append(zw)
-            r.append(zr)
-        ok &= all(x.ok for x in t + w + r)
-        tcp, zmq_w, zmq_r = best(t), best(w), best(r)
-        res += [tcp, zmq_w, zmq_r]
-        ratios["zmq_write_vs_tcp"] = zmq_w.gbps / tcp.gbps
-        ratios["zmq_read_vs_tcp"] = zmq_r.gbps / tcp.gbps
+            runs["tcp"].append(plain_stream("tcp", min(buf, 1 << 20), total))
+            if tcp_on:
+                zw, zr = asyncio.run(rdma_streams("zmq", buf, total, zmq_wr, depth=args.zmq_depth))
+                runs["zw"].append(zw)
+                runs["zr"].append(zr)
+            runs["unix"].append(plain_stream("unix", min(buf, 1 << 20), total))
+            if ipc_on:
+                iw, ir = asyncio.run(rdma_streams("zmq-ipc", buf, total, zmq_wr, depth=args.zmq_depth))
+                runs["iw"].append(iw)
+                runs["ir"].append(ir)
+        ok &= all(x.ok for rs in runs.values() for x in rs)
+        b = {k: best(rs) for k, rs in runs.items() if rs}
+        res += [b[k] for k in ("tcp", "zw", "zr", "unix", "iw", "ir") if k in b]
+        if tcp_on:
+            ratios["zmq_write_vs_tcp"] = b["zw"].gbps / b["tcp"].gbps
+            ratios["zmq_read_vs_tcp"] = b["zr"].gbps / b["tcp"].gbps
+        if ipc_on:
+            ratios["zmq_ipc_write_vs_tcp"] = b["iw"].gbps / b["tcp"].gbps
+            ratios["zmq_ipc_read_vs_tcp"] = b["ir"].gbps / b["tcp"].gbps
+            ratios["zmq_ipc_write_vs_unix"] = b["iw"].gbps / b["unix"].gbps
+            ratios["zmq_ipc_read_vs_unix"] = b["ir"].gbps / b["unix"].gbps
+        ratios["unix_vs_tcp"] = b["unix"].gbps / b["tcp"].gbps
     print(f"{'stream':34} {'GiB':>6} {'s':>7} {'GB/s':>7}  data  moved by")
     for r in res:
         print(f"{r.name:34} {r.bytes / 2**30:6.2f} {r.seconds:7.3f} {r.gbps:7.2f}  {'ok' if r.ok else 'BAD':4}  {r.provider}")
     verdict = ratios
     for k, v in verdict.items():
-        print(f"{k:22} {v:6.2f}")
+        print(f"{k:24} {v:6.2f}")
     all_ok = ok
     print("integrity:", "ok" if all_ok else "FAILED")
     if args.json:

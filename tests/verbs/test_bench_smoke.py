@@ -14,7 +14,9 @@ def test_bench_smoke_two_processes() -> None:
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
     assert "integrity: ok" in out
-    for name in ("memcpy", "RDMA WRITE over shm", "RDMA READ over shm", "plain TCP", "RDMA WRITE over zmq",
-                 "RDMA READ over zmq"):
+    for name in ("memcpy", "RDMA WRITE over shm", "RDMA READ over shm", "plain TCP", "RDMA WRITE over zmq tcp://",
+                 "RDMA READ over zmq tcp://", "plain Unix", "RDMA WRITE over zmq ipc://", "RDMA READ over zmq ipc://",
+                 "zmq_ipc_read_vs_unix"):
         assert name in out, out
     assert "soft provider (roce-v2 personality, shm fabric" in out
+    assert "zmq-ipc fabric" in out

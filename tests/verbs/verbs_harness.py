@@ -1,10 +1,10 @@
 """Backends for the verbs scenario suite.
 
-Every scenario runs once per backend: the soft provider over each fabric (inproc, shm, zmq)
-and each personality (RoCEv2, iWARP), and pyverbs on a real device when there is one
+Every scenario runs once per backend: the soft provider over each fabric (inproc, shm, zmq
+over tcp://, zmq over ipc://) and each personality (RoCEv2, iWARP), and pyverbs on a real device when there is one
 (DATAMOVER_RDMA_IP names the address of its RoCE GID; otherwise it skips with the reason).
 For shm and zmq the two ends are two providers in this process, each with its own device
-context, talking through the real fabric (Unix socket + memfd, TCP); the cross-process path
+context, talking through the real fabric (Unix socket + memfd, TCP, Unix socket); the cross-process path
 is exercised by test_bench_smoke.py.
 """
 
@@ -28,7 +28,7 @@ from datamover_iser.verbs import (
 )
 from datamover_iser.verbs.api import CQ, MR, PD, QP, CMId, Listener
 
-SOFT_FABRICS = ("inproc", "shm", "zmq")
+SOFT_FABRICS = ("inproc", "shm", "zmq", "zmqipc")
 PERSONALITIES = (Personality.ROCE_V2, Personality.IWARP)
 BACKENDS = [f"soft-{f}-{p.value}" for f in SOFT_FABRICS for p in PERSONALITIES] + ["pyverbs"]
 
@@ -139,6 +139,12 @@ def _soft_env(name: str) -> Env:
     if fabric == "shm":
         ns = uuid.uuid4().hex
         return Env(name, SoftProvider(ShmFabric(ns), personality), SoftProvider(ShmFabric(ns), personality), "192.0.2.2")
+    if fabric == "zmqipc":
+        from datamover_iser.verbs.soft.zmq import ZmqFabric
+
+        ns = uuid.uuid4().hex
+        return Env(name, SoftProvider(ZmqFabric(transport="ipc", namespace=ns), personality),
+                   SoftProvider(ZmqFabric(transport="ipc", namespace=ns), personality), "verbs-test")
     return Env(name, SoftProvider("zmq", personality), SoftProvider("zmq", personality), "127.0.0.1")
 
 

@@ -17,7 +17,8 @@ if TYPE_CHECKING:
 
 
 def make_fabric(fabric: Fabric | str) -> Fabric:
-    """A fabric instance from a name (``inproc``, ``shm``, ``zmq``) or as given."""
+    """A fabric instance from a name (``inproc``, ``shm``, ``zmq`` over tcp://, ``zmq-ipc``
+    over zmq's Unix-socket transport between processes of one host) or as given."""
     if isinstance(fabric, Fabric):
         return fabric
     if fabric == "inproc":
@@ -32,7 +33,11 @@ def make_fabric(fabric: Fabric | str) -> Fabric:
         from .zmq import ZmqFabric
 
         return ZmqFabric()
-    raise ValueError(f"unknown soft fabric {fabric!r} (inproc, shm, zmq)")
+    if fabric == "zmq-ipc":
+        from .zmq import ZmqFabric
+
+        return ZmqFabric(transport="ipc")
+    raise ValueError(f"unknown soft fabric {fabric!r} (inproc, shm, zmq, zmq-ipc)")
 
 
 class SoftProvider(Provider):
