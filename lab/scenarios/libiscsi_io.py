@@ -36,6 +36,8 @@ def _lib() -> ctypes.CDLL:
     vp, i, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
     lib.iscsi_create_context.restype = vp
     lib.iscsi_create_context.argtypes = [ctypes.c_char_p]
+    lib.iscsi_set_cache_allocations.restype = None
+    lib.iscsi_set_cache_allocations.argtypes = [vp, ctypes.c_int]
     lib.iscsi_get_error.restype = ctypes.c_char_p
     lib.iscsi_get_error.argtypes = [vp]
     lib.iscsi_parse_full_url.restype = vp
@@ -90,6 +92,9 @@ class Session:
         self.ctx = self.lib.iscsi_create_context(initiator.encode())
         if not self.ctx:
             raise LibiscsiError("iscsi_create_context failed")
+        # finding 8: with the allocation cache on, libiscsi 1.19 frees iSER read buffers into
+        # its small-buffer cache and corrupts the heap (fixed upstream in 2934d64)
+        self.lib.iscsi_set_cache_allocations(self.ctx, 0)
         parsed = self.lib.iscsi_parse_full_url(self.ctx, url.encode())
         if not parsed:
             raise LibiscsiError(f"bad URL {url}: {self._error()}")

@@ -201,3 +201,18 @@ def chunked_write_read(transport: str, host: str, port: int, iqn: str, stored: P
     assert got == want, "read back other bytes than written"
     if stored is not None:
         assert sha256_of(stored, size) == want, f"{stored} does not hold what we wrote"
+
+
+def libiscsi_nocache_env() -> dict[str, str]:
+    """``LD_PRELOAD`` of lab/scenarios/libiscsi_nocache.c (built here with gcc), which turns
+    libiscsi's allocation cache off through its public API: the workaround for libiscsi
+    1.19's iSER read-buffer free mismatch (finding 8; fixed upstream in 2934d64). Empty when
+    there is no compiler (the tools then run as Debian ships them, and may crash)."""
+    src = Path(__file__).with_name("libiscsi_nocache.c")
+    out = scenario_dir() / "libiscsi_nocache.so"
+    if not out.exists():
+        proc = run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(out), str(src), "-ldl"], check=False, timeout=300)
+        if proc.returncode != 0:
+            return {}
+    return {"LD_PRELOAD": str(out)}
+

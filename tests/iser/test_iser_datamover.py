@@ -106,3 +106,26 @@ async def test_fabrics_in_one_process(fabric: str) -> None:
         await session.write_blocks(0, 0, data)
         assert bytes(await session.read_blocks(0, 0, 512)) == data
         await session.logout()
+
+
+@pytest.mark.parametrize("allocation", [255, 511, 512])
+async def test_short_data_in_reports_underflow_and_residual(allocation: int) -> None:
+    """Interop lab finding 9: libiscsi over iSER takes the whole allocation length as data-in.
+    Our side must carry the truth in the SCSI Response: UNDERFLOW with residual = EDTL minus
+    what was RDMA-written (RFC 7143 11.4.5), exactly as over TCP."""
+    options = {"provider": "soft"}
+    inquiry = bytes([0x12, 0, 0, allocation >> 8, allocation & 0xFF, 0])
+    block_limits = bytes([0x12, 1, 0xB0, allocation >> 8, allocation & 0xFF, 0])
+    async with running_target("iser", transport_options=options) as (server, portal):
+        session = make_session("iser", portal, transport_options=options)
+        await session.login()
+        for cdb, expect in ((inquiry, None), (block_limits, 64)):
+            outcome = await session.execute(0, cdb, read_length=allocation)
+            assert outcome.good
+            sent = len(outcome.data)
+            if expect is not None:
+                assert sent == expect  # the Block Limits page is 64 bytes
+            assert sent < allocation
+            assert outcome.underflow and not outcome.overflow
+            assert outcome.residual == allocation - sent
+        await session.logout()

@@ -1,6 +1,7 @@
 """Boot the lab guest and run the CI scenarios (1, 2, 3): real pyverbs on rdma_rxe, ours on
-both ends, libiscsi over iSER. Takes minutes under TCG, so it runs only with DATAMOVER_LAB=1;
-elsewhere it skips and says why. The report stays in out/lab/latest/."""
+both ends, libiscsi over iSER. Takes minutes under TCG, so it runs only with DATAMOVER_LAB=1,
+which scripts/test.sh (the README's and CI's test command) sets unless told otherwise; a bare
+pytest run skips it and says why. The report stays in out/lab/latest/."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _why_not() -> str | None:
     if os.environ.get("DATAMOVER_LAB") != "1":
-        return "boots a QEMU guest for several minutes: set DATAMOVER_LAB=1 (or run `lab/run.sh --scenarios ci`)"
+        return ("boots a QEMU guest for several minutes: set DATAMOVER_LAB=1 (scripts/test.sh does), "
+                "or run `lab/run.sh --scenarios ci`")
     if os.geteuid() != 0:
         return "the lab needs root (apt-get, guest root mirrors the host's)"
     if shutil.which("apt-get") is None and shutil.which("qemu-system-x86_64") is None:

@@ -27,6 +27,7 @@ same Suite.Test runs up to three times; the outcomes are keyed by the full name 
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import time
@@ -191,7 +192,7 @@ def select(listing: list[str], specs: list[str]) -> list[str]:
 def run_test_cu(url: str, extra_args: list[str] | None = None, timeout: float = 1800.0, *,
                 dataloss: bool = True, tests: list[str] | None = None, initiator: str | None = None,
                 initiator2: str | None = None, log_path: str | None = None, sanitize: bool = False,
-                multipath_url: str | None = None) -> TestCuResult:
+                multipath_url: str | None = None, env: dict[str, str] | None = None) -> TestCuResult:
     """Run ``iscsi-test-cu [-d] [-S] [-t A,B] [-i NAME] [-I NAME2] EXTRA URL [URL2]`` and parse it.
 
     ``dataloss`` adds ``-d`` (write tests: the LUN's data is destroyed); ``sanitize`` adds
@@ -218,7 +219,8 @@ def run_test_cu(url: str, extra_args: list[str] | None = None, timeout: float = 
     start = time.monotonic()
     timed_out = False
     try:
-        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
+                              env=None if env is None else {**os.environ, **env})
         raw, returncode = done.stdout, done.returncode
     except subprocess.TimeoutExpired as exc:
         raw, returncode, timed_out = exc.stdout or b"", None, True
