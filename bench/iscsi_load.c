@@ -6,7 +6,7 @@
  * client that is independent of datamover's code to drive writes (and, for symmetry,
  * reads) against our target and against tgtd. This program uses nothing but libiscsi.
  *
- *   iscsi-load [-w] [-r] [-H] [-b BLOCKS] [-m QD] [-t SECONDS] [-V] [-F] [-i INITIATOR] URL
+ *   iscsi-load [-w] [-r] [-H] [-N] [-C] [-b BLOCKS] [-m QD] [-t SECONDS] [-V] [-F] [-i INITIATOR] URL
  *
  *   -w          WRITE(16) (default READ(16))
  *   -r          random LBAs (aligned to the I/O size); default sequential, wrapping
@@ -19,6 +19,9 @@
  *   -T TAG      the run tag stamped and checked with -V/-F (default 0x5eed)
  *   -H          ask for header digests (CRC32C; libiscsi has no data digests)
  *   -i NAME     initiator name
+ *   -N          iscsi_service only called with an event: libiscsi 1.19's iSER transport
+ *               fails a call without POLLIN (interop lab, docs/interop.md finding 8)
+ *   -C          libiscsi's allocation cache off (iscsi_set_cache_allocations)
  *
  * Last line of output (parsed by bench/anchors.py):
  *   RESULT ios=N bytes=N seconds=F iops=F mib_s=F lat_us=F errors=N verify_errors=N cpu_s=F
@@ -202,7 +205,7 @@ static void issue(struct slot *slot)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: iscsi-load [-w] [-r] [-H] [-b BLOCKS] [-m QD] [-t SECONDS] [-V] [-F] [-T TAG] "
+	fprintf(stderr, "usage: iscsi-load [-w] [-r] [-H] [-N] [-C] [-b BLOCKS] [-m QD] [-t SECONDS] [-V] [-F] [-T TAG] "
 			"[-i INITIATOR] iscsi://HOST[:PORT]/IQN/LUN\n");
 	exit(2);
 }
@@ -213,13 +216,14 @@ int main(int argc, char **argv)
 	const char *initiator = "iqn.2026-11.org.datamover.bench:iscsi-load";
 	int qd = 32, opt, header_digest = 0;
 	double seconds = 5;
+	int iser_workarounds = 0, no_cache = 0;
 	struct iscsi_url *url;
 	struct scsi_task *task;
 	struct scsi_readcapacity16 *rc16;
 	struct slot *slots;
 	double started, elapsed, cpu_started, cpu;
 
-	while ((opt = getopt(argc, argv, "wrb:m:t:VFT:i:H")) != -1) {
+	while ((opt = getopt(argc, argv, "wrb:m:t:VFT:i:HNC")) != -1) {
 		switch (opt) {
 		case 'w': st.write = 1; break;
 		case 'r': st.random_io = 1; break;
@@ -231,6 +235,8 @@ int main(int argc, char **argv)
 		case 'T': st.tag = strtoull(optarg, NULL, 0); break;
 		case 'i': initiator = optarg; break;
 		case 'H': header_digest = 1; break;
+		case 'N': iser_workarounds = 1; break;
+		case 'C': no_cache = 1; break;
 		default: usage();
 		}
 	}
@@ -242,6 +248,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "cannot create an iSCSI context\n");
 		return 1;
 	}
+	if (no_cache)
+		iscsi_set_cache_allocations(st.iscsi, 0);
 	url = iscsi_parse_full_url(st.iscsi, argv[optind]);
 	if (url == NULL) {
 		fprintf(stderr, "bad URL %s: %s\n", argv[optind], iscsi_get_error(st.iscsi));
@@ -294,6 +302,8 @@ int main(int argc, char **argv)
 			perror("poll");
 			return 1;
 		}
+		if (n == 0 && iser_workarounds)
+			continue;
 		if (iscsi_service(st.iscsi, n > 0 ? pfd.revents : 0) < 0) {
 			fprintf(stderr, "iscsi_service: %s\n", iscsi_get_error(st.iscsi));
 			return 1;

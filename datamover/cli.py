@@ -170,6 +170,12 @@ async def _session(section: dict[str, Any], config: FileConfig) -> Any:
     return session
 
 
+#: SPC-5 table 67, the peripheral device types a login summary may meet
+_DEVICE_TYPES = {0x01: "sequential-access device", 0x05: "CD/DVD device", 0x08: "medium changer",
+                 0x0C: "storage array controller", 0x0D: "enclosure services device",
+                 0x1F: "unknown or no device type"}
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     section = _initiator_settings(args, config)
@@ -183,6 +189,12 @@ def cmd_login(args: argparse.Namespace) -> int:
             for key in sorted(session.agreed):
                 print(f"  {key}={session.agreed[key]}")
             for lun in luns:
+                kind = (await session.inquiry(lun, length=36))[0] & 0x1F
+                if kind != 0x00:
+                    # not a block device (tgtd's LUN 0 is its controller, type 0x0c): it has
+                    # no capacity to read
+                    print(f"  LUN {lun}: {_DEVICE_TYPES.get(kind, 'device')} (peripheral device type {kind:#04x})")
+                    continue
                 blocks, size = await session.read_capacity(lun)
                 print(f"  LUN {lun}: {blocks} blocks of {size} bytes ({blocks * size / 2**20:.1f} MiB)")
         finally:

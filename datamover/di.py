@@ -351,3 +351,10 @@ class Transport(abc.ABC):
     def describe(self) -> str:
         """One line for reports: which provider moves the bytes and how."""
         return self.name
+
+    def max_command_bytes(self) -> int | None:
+        """The most data one SCSI command may carry over this transport instance, or None
+        for no limit. The initiator splits larger I/O, as it does for the LU's MAXIMUM
+        TRANSFER LENGTH (a peer may take less than its Block Limits page says: tgtd's iSER
+        driver, one 512 KiB RDMA buffer per command)."""
+        return None

@@ -47,7 +47,7 @@ from datamover.pdu import (
 from datamover.pdu.text import decode_text, encode_text
 from datamover.session.errors import CommandFailed, LoginError, SessionClosed, TaskAborted
 from datamover.session.params import SessionParams
-from datamover.session.serial import sn_add, sn_gt, sn_in_window, sn_lt
+from datamover.session.serial import sn_add, sn_gt, sn_le, sn_lt
 from datamover.session.text_login import TextAssembler
 from datamover.trace import DITrace
 
@@ -207,8 +207,12 @@ class InitiatorSession:
             return
         self._state = "closing"
         try:
+            # Immediate, as Linux and libiscsi send it: a target may leave the window shut
+            # once its last command is answered (tgtd's iSER discovery keeps MaxCmdSN at
+            # the login's CmdSN; interop lab finding 11), and a logout must still get through.
             pending = self._new_request("logout", lambda itt, sn: LogoutRequest(
-                itt=itt, reason=0, cid=0, cmd_sn=sn, exp_stat_sn=self.exp_stat_sn))
+                itt=itt, immediate=True, reason=0, cid=0, cmd_sn=sn, exp_stat_sn=self.exp_stat_sn),
+                immediate=True)
             await self._send_ordered(pending)
             await asyncio.wait_for(pending.future, timeout)
             # RFC 5047 11.1: after the Logout Response the target terminates the connection
@@ -412,9 +416,13 @@ class InitiatorSession:
     async def _chunk_blocks(self, lun: int, count: int, block_size: int) -> int:
         """Blocks per command: all of them, unless that exceeds the LU's limit (a 64 MiB
         file to LIO's fileio LUN, which takes 8 MiB per command, docs/interop.md)."""
-        if count * block_size <= SMALL_TRANSFER:
+        transport_limit = self.transport.max_command_bytes()
+        if count * block_size <= SMALL_TRANSFER and (transport_limit is None or count * block_size <= transport_limit):
             return count  # far below any sane limit: no need to ask
         limit = await self.max_transfer_blocks(lun)
+        if transport_limit is not None:
+            by_transport = max(1, transport_limit // block_size)
+            limit = by_transport if limit is None else min(limit, by_transport)
         return count if limit is None else max(1, min(count, limit))
 
     async def read_blocks(self, lun: int, lba: int, count: int, block_size: int = 512,
@@ -561,7 +569,11 @@ class InitiatorSession:
                 self._up.clear()
                 await self._up.wait()
                 continue
-            if pending.immediate or sn_in_window(self.cmd_sn, self.exp_cmd_sn, self.max_cmd_sn):
+            # The window's upper edge is what holds a command back (RFC 7143 4.2.2.1). Our
+            # next CmdSN is never below a correct target's ExpCmdSN, but tgtd's iSER login
+            # answers ExpCmdSN = CmdSN + 1 while its session still expects CmdSN (interop
+            # lab finding 11); like Linux, do not let that stale lower edge stall us.
+            if pending.immediate or sn_le(self.cmd_sn, self.max_cmd_sn):
                 break
             self._window.clear()
             try:

@@ -103,9 +103,18 @@ class Daemon:
         return self.proc.returncode
 
 
-def transport_config(transport: str, path: Path) -> Path:
+#: extra ``[transport.iser]`` options for our initiator in this scenario's process (scenario 4
+#: sets tgtd's per-command limit here)
+INITIATOR_ISER_OPTIONS: dict[str, int | str] = {}
+
+
+def transport_config(transport: str, path: Path, options: dict[str, int | str] | None = None) -> Path:
     """A TOML config naming the verbs provider explicitly: the lab proves pyverbs, never soft."""
-    text = '[transport.iser]\nprovider = "pyverbs"\n' if transport == "iser" else ""
+    text = ""
+    if transport == "iser":
+        text = '[transport.iser]\nprovider = "pyverbs"\n'
+        for key, value in (options or {}).items():
+            text += f"{key} = {value!r}\n" if isinstance(value, int) else f'{key} = "{value}"\n'
     path.write_text(text)
     return path
 
@@ -123,13 +132,18 @@ class OurTarget:
 
 
 def start_our_target(transport: str, *, port: int = 3260, size: int = 128 << 20, name: str = "our-target",
-                     host: str | None = None, timeout: float = 120.0) -> OurTarget:
-    """``datamover target serve`` with a sparse file LUN on tmpfs; waits for its serving line."""
+                     host: str | None = None, timeout: float = 120.0,
+                     keys: dict[str, str] | None = None) -> OurTarget:
+    """``datamover target serve`` with a sparse file LUN on tmpfs; waits for its serving line.
+    ``keys`` go to the config's ``[keys]`` (what the target offers and accepts)."""
     host = host or rdma_ip()
     sdir = scenario_dir()
     lun = Path("/var/tmp") / f"{name}-lun.img"
     lun.unlink(missing_ok=True)
     cfg = transport_config(transport, sdir / f"{name}.toml")
+    if keys:
+        with cfg.open("a") as fh:
+            fh.write("[keys]\n" + "".join(f'{k} = "{v}"\n' for k, v in keys.items()))
     argv = [*DATAMOVER, "-v", "target", "serve", "-c", str(cfg), "--transport", transport,
             "--portal", f"{host}:{port}", "--iqn", TARGET_IQN, "--lun", f"{lun},size={size}"]
     d = Daemon(name, argv)
@@ -140,7 +154,7 @@ def start_our_target(transport: str, *, port: int = 3260, size: int = 128 << 20,
 def our_initiator(command: str, transport: str, host: str, port: int, target: str | None, *extra: str,
                   timeout: float = 300.0, check: bool = True) -> subprocess.CompletedProcess[str]:
     """One ``datamover`` initiator command (discover, login, verify, read, write)."""
-    cfg = transport_config(transport, scenario_dir() / f"initiator-{transport}.toml")
+    cfg = transport_config(transport, scenario_dir() / f"initiator-{transport}.toml", INITIATOR_ISER_OPTIONS)
     argv = [*DATAMOVER, command, "-c", str(cfg), "--transport", transport, "--portal", f"{host}:{port}",
             "--name", INITIATOR_IQN]
     if target is not None and command != "discover":

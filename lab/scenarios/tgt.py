@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.scenarios.support import CommandFailed, Daemon, run
+from lab.scenarios.support import INITIATOR_IQN, CommandFailed, Daemon, run
 
 TGT_IQN = "iqn.2026-11.org.datamover.lab:tgtd-iser"
 
@@ -36,7 +36,7 @@ class TgtdIser:
 
 @contextmanager
 def tgtd_iser(host: str, port: int = 3260, *, control: int = 5261, size: int = 128 << 20,
-              tcp_portal: bool = True) -> Iterator[TgtdIser]:
+              tcp_portal: bool = True, initiator_names: tuple[str, ...] = (INITIATOR_IQN,)) -> Iterator[TgtdIser]:
     backing = Path("/var/tmp/tgtd-iser.img")
     with backing.open("wb") as fh:
         fh.truncate(size)
@@ -61,6 +61,10 @@ def tgtd_iser(host: str, port: int = 3260, *, control: int = 5261, size: int = 1
         t.admin("--mode", "target", "--op", "new", "--tid", "1", "--targetname", TGT_IQN)
         t.admin("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", "1", "--backing-store", str(backing))
         t.admin("--mode", "target", "--op", "bind", "--tid", "1", "--initiator-address", "ALL")
+        # tgt 1.0.85's iSER login (iser_text.c) needs an initiator-name ACL as well as an
+        # address ACL, where its TCP login needs either (interop lab finding 10)
+        for name in initiator_names:
+            t.admin("--mode", "target", "--op", "bind", "--tid", "1", "--initiator-name", name)
         t.admin("--mode", "target", "--op", "show")
         yield t
     finally:

@@ -135,3 +135,79 @@ async def test_iser_target_rep_announces_the_send_with_invalidate_it_uses() -> N
             f"REP private data {reply[:4].hex()} says no Send-with-Invalidate, but the target will use it")
     finally:
         await listener.close()
+
+
+@pytest.mark.parametrize("transport", ["loopback", "iser"])
+async def test_initiator_is_not_stalled_by_a_login_expcmdsn_one_ahead(transport: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 11: tgt 1.0.85's iSER login answers ExpCmdSN = CmdSN + 1 and MaxCmdSN = CmdSN
+    (an empty window one past the login's CmdSN) while its session still expects CmdSN; our
+    initiator used ExpCmdSN as the window's lower edge and waited for ever (discovery and
+    every command against tgtd over iSER timed out). Our target is made to answer the same
+    way here; the initiator must still discover, run commands and log out."""
+    import asyncio
+
+    from datamover.session.serial import sn_add
+    from datamover.target.login import TargetLogin
+    from tests.conftest import make_session, running_target
+
+    real = TargetLogin._response
+
+    def tgtd_like(self: TargetLogin, req: object, **kw: object) -> object:
+        rsp = real(self, req, **kw)  # type: ignore[arg-type]
+        if rsp.status_class == 0:  # type: ignore[attr-defined]
+            rsp.exp_cmd_sn = sn_add(self.exp_cmd_sn, 1)  # type: ignore[attr-defined]
+            rsp.max_cmd_sn = self.exp_cmd_sn  # type: ignore[attr-defined]
+        return rsp
+
+    monkeypatch.setattr(TargetLogin, "_response", tgtd_like)
+    options = {"provider": "soft"} if transport == "iser" else None
+    async with running_target(transport, transport_options=options) as (_server, portal):
+        session = make_session(transport, portal, transport_options=options)
+        await asyncio.wait_for(session.login(), 10)
+        inquiry = await asyncio.wait_for(session.execute(0, bytes([0x12, 0, 0, 0, 96, 0]), read_length=96), 10)
+        assert inquiry.good and len(inquiry.data) >= 36
+        data = bytes(range(256)) * 16
+        await asyncio.wait_for(session.write_blocks(0, 8, data), 10)
+        assert bytes(await asyncio.wait_for(session.read_blocks(0, 8, len(data) // 512), 10)) == data
+        await asyncio.wait_for(session.logout(), 10)
+
+
+@pytest.mark.parametrize("transport", ["loopback", "iser"])
+async def test_discovery_logs_out_when_the_target_never_reopens_the_window(
+        transport: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 11, discovery: tgtd's iSER discovery session keeps MaxCmdSN at the login's
+    CmdSN, so after SendTargets no further non-immediate command fits; a Logout sent in
+    order waited for ever (our `datamover discover` against tgtd timed out). The Logout is
+    immediate now, as Linux and libiscsi send it. Our target is made to behave like tgtd."""
+    import asyncio
+
+    from datamover.di import Portal
+    from datamover.initiator.session import discover
+    from datamover.plugin import create_transport
+    from datamover.session.serial import sn_add
+    from datamover.target.login import TargetLogin
+    from datamover.target.session import TargetSession
+    from tests.conftest import running_target
+
+    real_response = TargetLogin._response
+
+    def tgtd_like_login(self: TargetLogin, req: object, **kw: object) -> object:
+        rsp = real_response(self, req, **kw)  # type: ignore[arg-type]
+        if rsp.status_class == 0:  # type: ignore[attr-defined]
+            rsp.exp_cmd_sn = sn_add(self.exp_cmd_sn, 1)  # type: ignore[attr-defined]
+            rsp.max_cmd_sn = self.exp_cmd_sn  # type: ignore[attr-defined]
+        return rsp
+
+    first_sn: dict[int, int] = {}
+
+    def frozen_window(self: TargetSession) -> int:  # MaxCmdSN never passes the first CmdSN
+        return first_sn.setdefault(id(self), sn_add(self.exp_cmd_sn, 0))
+
+    monkeypatch.setattr(TargetLogin, "_response", tgtd_like_login)
+    monkeypatch.setattr(TargetSession, "max_cmd_sn", property(frozen_window))
+    options = {"provider": "soft"} if transport == "iser" else None
+    async with running_target(transport, transport_options=options) as (_server, portal):
+        found = await asyncio.wait_for(
+            discover(create_transport(transport, options), Portal(portal.host, portal.port)), 15)
+    assert found, found

@@ -71,6 +71,7 @@ class IserTransport(Transport):
     def __init__(self, options: Mapping[str, object] | None = None) -> None:
         super().__init__(options)
         self._selection: Selection | None = None
+        self.max_command_bytes()  # a bad value is a configuration error, said now
 
     @classmethod
     def capabilities(cls) -> TransportCapabilities:
@@ -94,7 +95,16 @@ class IserTransport(Transport):
     @classmethod
     def option_names(cls) -> Mapping[str, type]:
         return {"provider": str, "fabric": str, "personality": str, "stags": str, "ring": int,
-                "capture": str}
+                "capture": str, "max_command_bytes": int}
+
+    def max_command_bytes(self) -> int | None:
+        # 0 (the default): no limit beyond the LU's Block Limits. tgtd's iSER driver needs
+        # 524288 (its RDMA buffer; larger commands drop the connection), which is also what
+        # Linux's ib_iser sends at most by default (max_sectors = 1024).
+        value = int(self.options.get("max_command_bytes", 0) or 0)  # type: ignore[call-overload]
+        if value < 0:
+            raise ValueError(f"max_command_bytes must be 0 (no limit) or a positive byte count, not {value}")
+        return value or None
 
     # ------------------------------------------------------------------ provider
     def _provider(self) -> Selection:
