@@ -50,4 +50,4 @@ def test_soak_30_seconds_tcp_and_iser() -> None:
     assert not summary["leaks"] and summary["pending_left"] == 0, summary
     assert not summary["errors"], summary["errors"]
     assert summary["totals"]["hung_ios"] == 0 and summary["totals"]["corrupted_blocks"] == 0
-    assert summary["clean"], {key: summary[key] for key in ("rss_mib", "leaks", "pending_left", "errors")}
+    assert summary["clean"], {key: summary[key] for key in ("anon_mib", "rss_mib", "leaks", "pending_left", "errors")}

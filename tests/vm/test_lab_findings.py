@@ -1,5 +1,5 @@
-"""Reproducers, outside the guest, of what the lab's kernel peers exposed (docs/interop.md,
-"Findings" 1, 4 and 5). Each was xfail(strict) while its bug stood; the fixes are in, so they
+"""Reproducers, outside the guest, of what the lab's peers exposed (docs/interop.md,
+"Findings" 1, 4, 5 and 11). Each was xfail(strict) while its bug stood; the fixes are in, so they
 are regression tests now: each fails if the behaviour the Linux peers tripped over returns."""
 
 from __future__ import annotations
