@@ -42,8 +42,17 @@ done
 mount -t proc proc /newroot/proc; mount -t sysfs sys /newroot/sys; mount -t devtmpfs dev /newroot/dev
 mount -t configfs configfs /newroot/sys/kernel/config 2>/dev/null
 mkdir -p /newroot/dev/pts /newroot/dev/shm; mount -t devpts devpts /newroot/dev/pts; mount -t tmpfs shm /newroot/dev/shm
-mount -t tmpfs run /newroot/run; mkdir -p /newroot/run/lock
-mount -t tmpfs tmp /newroot/tmp
+# fresh /run and /tmp, unless the repository or the run directory lives there (a clone in
+# /tmp, as CI may make): a tmpfs would hide it; the overlay keeps them writable anyway
+case "$REPO/ $RUN/" in
+    /run/*|*" /run/"*) echo "lab-init: keeping the host's /run (the repository is under it)" ;;
+    *) mount -t tmpfs run /newroot/run ;;
+esac
+mkdir -p /newroot/run/lock
+case "$REPO/ $RUN/" in
+    /tmp/*|*" /tmp/"*) echo "lab-init: keeping the host's /tmp (the repository is under it)" ;;
+    *) mount -t tmpfs tmp /newroot/tmp ;;
+esac
 ln -sf /proc/self/fd /newroot/dev/fd
 chroot /newroot /bin/bash $REPO/lab/guest/session.sh "$RUN" "$REPO"
 echo "lab-init: session exit=$?"
