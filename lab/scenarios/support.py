@@ -42,8 +42,9 @@ def run(argv: list[str], *, timeout: float = 120.0, check: bool = True, env: dic
     """Run a command to completion; log it; raise CommandFailed on non-zero when ``check``."""
     start = time.monotonic()
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=input,
-                              env=None if env is None else {**os.environ, **env})
+        # errors="replace": a peer tool in trouble may print bytes that are not UTF-8
+        proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=timeout,
+                              input=input, env=None if env is None else {**os.environ, **env})
     except subprocess.TimeoutExpired as exc:
         out = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
         _log(argv, out, f"TIMEOUT after {timeout}s")
