@@ -118,10 +118,12 @@ def test_iscsi_readcapacity16(target: OurTarget, nocache: dict[str, str]) -> Non
 
 def _iscsi_load(u: str, *args: str, timeout: float = 600.0) -> dict[str, float]:
     """bench/iscsi_load.c (a C client on libiscsi's async API, no datamover code) with its
-    libiscsi 1.19 iSER workarounds (-N); its RESULT line as numbers."""
+    libiscsi 1.19 iSER workarounds: -N (no iscsi_service without an event) and -C (the
+    allocation cache off: with it on, a 20 s read run corrupted the tool's own heap, finding
+    8); its RESULT line as numbers."""
     from bench.anchors import build_iscsi_load
 
-    proc = run([build_iscsi_load(), "-N", *args, u], timeout=timeout, check=False)
+    proc = run([build_iscsi_load(), "-N", "-C", *args, u], timeout=timeout, check=False)
     out = proc.stdout + proc.stderr
     result = next((line for line in out.splitlines() if line.startswith("RESULT ")), None)
     assert proc.returncode == 0 and result, f"iscsi-load {' '.join(args)}: rc {proc.returncode}: {out[-1500:]}"
