@@ -148,9 +148,9 @@ def test_write_read_64m() -> None:
                if int.from_bytes(data[lba * 512:lba * 512 + 8], "little") != lba
                or int.from_bytes(data[lba * 512 + 8:lba * 512 + 16], "little") != 0x64A]
         assert not bad, f"{len(bad)} blocks of our LUN file do not hold libiscsi's stamps (first {bad[:5]})"
-        read = _iscsi_load(u, "-V", "-b", "512", "-m", "4", "-T", "0x64a", "-t", "20")
+        read = _iscsi_load(u, "-V", "-b", "512", "-m", "4", "-T", "0x64a", "-t", "8")
         assert read["errors"] == 0 and read["verify_errors"] == 0, read
-        assert read["bytes"] >= SIZE, f"libiscsi read only {read['bytes']:.0f} bytes in 20 s: {read}"
+        assert read["bytes"] >= SIZE, f"libiscsi read only {read["bytes"]:.0f} bytes in 8 s: {read}"
     finally:
         t.stop()
 
