@@ -150,7 +150,7 @@ def test_write_read_64m() -> None:
         assert not bad, f"{len(bad)} blocks of our LUN file do not hold libiscsi's stamps (first {bad[:5]})"
         read = _iscsi_load(u, "-V", "-b", "512", "-m", "4", "-T", "0x64a", "-t", "8")
         assert read["errors"] == 0 and read["verify_errors"] == 0, read
-        assert read["bytes"] >= SIZE, f"libiscsi read only {read["bytes"]:.0f} bytes in 8 s: {read}"
+        assert read["bytes"] >= SIZE, f"libiscsi read only {read['bytes']:.0f} bytes in 8 s: {read}"
     finally:
         t.stop()
 
