@@ -118,7 +118,9 @@ def write(run_dir: Path, results: list[ScenarioResult], meta: dict[str, object])
     for r in results:
         bad = [c for c in r.cases if c.outcome != "passed"]
         if bad:
-            lines += ["", f"## Scenario {r.number}: not passed", ""]
+            # skips and expected failures (xfail is reported as skipped) of a scenario that
+            # may still have passed as a whole
+            lines += ["", f"## Scenario {r.number} ({r.status}): tests that did not pass", ""]
             lines += [f"- `{c.name}`: {c.outcome}: {c.message}" for c in bad]
     lines += ["", "Logs: `console.log` (serial console), `guest.log` (guest session), per scenario "
               "`pytest.log`, `dmesg.log` and what the scenario kept.", ""]
