@@ -328,6 +328,8 @@ class Transport(abc.ABC):
     name: str = ""
 
     def __init__(self, options: Mapping[str, object] | None = None) -> None:
+        """Keep ``options``; a subclass raises ValueError for a value it cannot use (the
+        registry reports it as a one-line configuration error)."""
         self.options: dict[str, object] = dict(options or {})
 
     @classmethod

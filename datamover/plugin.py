@@ -145,6 +145,10 @@ def get_registry() -> TransportRegistry:
 
 
 def create_transport(name: str, options: dict[str, object] | None = None) -> Transport:
-    """Instantiate the registered transport ``name`` with its options."""
+    """Instantiate the registered transport ``name`` with its options. A transport refuses an
+    option value it cannot use with ValueError; that becomes a PluginError naming it."""
     info = get_registry().get(name)
-    return info.cls(options or {})
+    try:
+        return info.cls(options or {})
+    except ValueError as exc:
+        raise PluginError(f"transport {name!r}: {exc}") from None

@@ -18,7 +18,7 @@ A PDU with an opcode this module does not model decodes to :class:`UnknownPdu`.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from datamover.pdu.digest import crc32c
 from datamover.pdu.model import (
@@ -474,13 +474,23 @@ def encode(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False) 
             view = view.cast("B")
         except TypeError as exc:
             raise PduEncodeError(f"data segment is not contiguous: {exc}") from None
-    tail = _PADS[-view.nbytes & 3]
-    if data_digest:
-        value = crc32c(view)
-        if tail:
-            value = crc32c(tail, value)
-        tail += _LE32.pack(value)
+    tail = segment_tail((view,), view.nbytes, data_digest)
     return [header, view, tail] if tail else [header, view]
+
+
+def segment_tail(pieces: Iterable[Buffer], length: int, data_digest: bool) -> bytes:
+    """What follows a data segment of ``length`` bytes made of ``pieces``: the padding to a
+    4-byte boundary and, when negotiated, the DataDigest over the pieces and the padding
+    (RFC 7143 11.1, 13.1); b"" when there is neither. The pieces are read in place."""
+    pad = _PADS[-length & 3]
+    if not (data_digest and length):
+        return pad
+    value = 0
+    for piece in pieces:
+        value = crc32c(piece, value)
+    if pad:
+        value = crc32c(pad, value)
+    return pad + _LE32.pack(value)
 
 
 def encode_bytes(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False) -> bytes:

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.scenarios.support import CommandFailed, Daemon, modprobe, run, scenario_dir, sha256_of
+from lab.scenarios.support import CommandFailed, Daemon, OurTarget, modprobe, run, scenario_dir, sha256_of
 
 KERNEL_INITIATOR_IQN = "iqn.2026-11.org.datamover.lab:kernel-initiator"
 LIO_IQN = "iqn.2026-11.org.datamover.lab:lio"
@@ -104,6 +104,22 @@ def block_write_read(dev: Path, size: int, name: str) -> tuple[str, str]:
     wrote, read = sha256_of(src), sha256_of(dst)
     (scenario_dir() / f"{name}-checksums.txt").write_text(f"written {wrote}\nread    {read}\n")
     return wrote, read
+
+
+def login_write_read_logout(initiator: KernelInitiator, target: OurTarget, iface: str, size: int,
+                            name: str) -> None:
+    """The kernel initiator against our target: log in through ``iface``, dd ``size`` bytes
+    to the disk that appears and back, log out; the data must also be in our LUN file."""
+    portal = f"{target.host}:{target.port}"
+    initiator.add_node(target.iqn, portal, iface)
+    initiator.login(target.iqn, portal, iface)
+    try:
+        wrote, read = block_write_read(initiator.disk(), size, name)
+        assert wrote == read, "the kernel read back other bytes than it wrote"
+    finally:
+        initiator.logout(target.iqn, portal, iface)
+    assert target.iqn not in initiator.sessions()
+    assert sha256_of(target.lun_path, size) == wrote, "our LUN file does not hold what the kernel wrote"
 
 
 # ------------------------------------------------------------------------ LIO

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from lab.scenarios.kernel import KernelInitiator, block_write_read, kernel_initiator
-from lab.scenarios.support import OurTarget, sha256_of, start_our_target
+from lab.scenarios.kernel import KernelInitiator, kernel_initiator, login_write_read_logout
+from lab.scenarios.support import OurTarget, start_our_target
 
 SIZE = 64 << 20
 
@@ -31,17 +31,7 @@ def initiator() -> Iterator[KernelInitiator]:
 
 
 def test_login_dd_logout(target: OurTarget, initiator: KernelInitiator) -> None:
-    portal = f"{target.host}:{target.port}"
-    initiator.add_node(target.iqn, portal, "iser")
-    initiator.login(target.iqn, portal, "iser")
-    try:
-        dev = initiator.disk()
-        wrote, read = block_write_read(dev, SIZE, "s6")
-        assert wrote == read, "the kernel read back other bytes than it wrote"
-    finally:
-        initiator.logout(target.iqn, portal, "iser")
-    assert target.iqn not in initiator.sessions()
-    assert sha256_of(target.lun_path, SIZE) == wrote, "our LUN file does not hold what the kernel wrote"
+    login_write_read_logout(initiator, target, "iser", SIZE, "s6")
 
 
 def test_discovery_over_iser(target: OurTarget, initiator: KernelInitiator) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.scenarios.kernel import KernelInitiator, Lio, block_write_read, kernel_initiator, lio_target
+from lab.scenarios.kernel import KernelInitiator, Lio, kernel_initiator, lio_target, login_write_read_logout
 from lab.scenarios.support import (OurTarget, chunked_write_read, our_initiator, rdma_ip, sha256_of,
                                    start_our_target, verify_stored)
 
@@ -38,19 +38,9 @@ def initiator() -> Iterator[KernelInitiator]:
 
 
 def test_a_kernel_tcp_initiator_against_our_target(target: OurTarget, initiator: KernelInitiator) -> None:
-    portal = f"{target.host}:{target.port}"
-    found = initiator.discover(portal, "default")
+    found = initiator.discover(f"{target.host}:{target.port}", "default")
     assert target.iqn in found, found
-    initiator.add_node(target.iqn, portal, "default")
-    initiator.login(target.iqn, portal, "default")
-    try:
-        dev = initiator.disk()
-        wrote, read = block_write_read(dev, SIZE, "s7a")
-        assert wrote == read, "the kernel read back other bytes than it wrote"
-    finally:
-        initiator.logout(target.iqn, portal, "default")
-    assert target.iqn not in initiator.sessions()
-    assert sha256_of(target.lun_path, SIZE) == wrote, "our LUN file does not hold what the kernel wrote"
+    login_write_read_logout(initiator, target, "default", SIZE, "s7a")
 
 
 @pytest.fixture(scope="module")

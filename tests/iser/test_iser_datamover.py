@@ -157,8 +157,9 @@ async def test_max_command_bytes_splits_io_into_commands_the_peer_can_take() -> 
 
 
 def test_max_command_bytes_must_be_a_byte_count() -> None:
-    from datamover_iser.transport import IserTransport
+    from datamover.plugin import PluginError, create_transport
 
-    with pytest.raises(ValueError, match="max_command_bytes"):
-        IserTransport({"provider": "soft", "max_command_bytes": -1})
-    assert IserTransport({"provider": "soft"}).max_command_bytes() is None
+    with pytest.raises(PluginError, match="transport 'iser': max_command_bytes must be 0"):
+        create_transport("iser", {"provider": "soft", "max_command_bytes": -1})
+    assert create_transport("iser", {"provider": "soft"}).max_command_bytes() is None
+    assert create_transport("iser", {"provider": "soft", "max_command_bytes": 65536}).max_command_bytes() == 65536

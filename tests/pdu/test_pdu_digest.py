@@ -120,3 +120,18 @@ def test_no_data_digest_without_data() -> None:
     wire = encode_bytes(NopOut(itt=1), header_digest=False, data_digest=True)
     assert len(wire) == 48
     assert decode_pdu(wire, data_digest=True) == (NopOut(itt=1), 48)
+
+def test_segment_tail_is_the_same_over_pieces_as_over_the_joined_segment() -> None:
+    """codec.segment_tail: padding, plus the DataDigest when negotiated, computed over the
+    pieces in place (the TCP plugin's gather lists) exactly as over one buffer."""
+    from datamover.pdu.codec import segment_tail
+    from datamover.pdu.digest import crc32c
+
+    data = bytes(range(251)) * 3  # 753 bytes: 3 bytes of padding
+    pieces = [memoryview(data)[:100], memoryview(data)[100:101], memoryview(data)[101:]]
+    assert segment_tail(pieces, len(data), False) == b"\0\0\0"
+    tail = segment_tail(pieces, len(data), True)
+    assert tail == segment_tail([data], len(data), True)
+    assert tail[:3] == b"\0\0\0" and int.from_bytes(tail[3:], "little") == crc32c(data + b"\0\0\0")
+    assert segment_tail([], 0, True) == b""
+    assert segment_tail([data[:8]], 8, False) == b""

@@ -137,19 +137,12 @@ async def test_iser_target_rep_announces_the_send_with_invalidate_it_uses() -> N
         await listener.close()
 
 
-@pytest.mark.parametrize("transport", ["loopback", "iser"])
-async def test_initiator_is_not_stalled_by_a_login_expcmdsn_one_ahead(transport: str,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """Finding 11: tgt 1.0.85's iSER login answers ExpCmdSN = CmdSN + 1 and MaxCmdSN = CmdSN
-    (an empty window one past the login's CmdSN) while its session still expects CmdSN; our
-    initiator used ExpCmdSN as the window's lower edge and waited for ever (discovery and
-    every command against tgtd over iSER timed out). Our target is made to answer the same
-    way here; the initiator must still discover, run commands and log out."""
-    import asyncio
-
+def _answer_logins_like_tgtd(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 11: make our target's successful Login Responses say what tgt 1.0.85's iSER
+    login says, ExpCmdSN = CmdSN + 1 and MaxCmdSN = CmdSN, while its session still expects
+    CmdSN."""
     from datamover.session.serial import sn_add
     from datamover.target.login import TargetLogin
-    from tests.conftest import make_session, running_target
 
     real = TargetLogin._response
 
@@ -161,7 +154,24 @@ async def test_initiator_is_not_stalled_by_a_login_expcmdsn_one_ahead(transport:
         return rsp
 
     monkeypatch.setattr(TargetLogin, "_response", tgtd_like)
-    options = {"provider": "soft"} if transport == "iser" else None
+
+
+def _transport_options(transport: str) -> dict[str, object] | None:
+    return {"provider": "soft"} if transport == "iser" else None
+
+
+@pytest.mark.parametrize("transport", ["loopback", "iser"])
+async def test_initiator_is_not_stalled_by_a_login_expcmdsn_one_ahead(transport: str,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 11: after such a login our initiator used ExpCmdSN as the window's lower edge
+    and waited for ever (every command against tgtd over iSER timed out). With our target
+    answering as tgtd does, the initiator must still run commands and log out."""
+    import asyncio
+
+    from tests.conftest import make_session, running_target
+
+    _answer_logins_like_tgtd(monkeypatch)
+    options = _transport_options(transport)
     async with running_target(transport, transport_options=options) as (_server, portal):
         session = make_session(transport, portal, transport_options=options)
         await asyncio.wait_for(session.login(), 10)
@@ -185,28 +195,17 @@ async def test_discovery_logs_out_when_the_target_never_reopens_the_window(
     from datamover.di import Portal
     from datamover.initiator.session import discover
     from datamover.plugin import create_transport
-    from datamover.session.serial import sn_add
-    from datamover.target.login import TargetLogin
     from datamover.target.session import TargetSession
     from tests.conftest import running_target
-
-    real_response = TargetLogin._response
-
-    def tgtd_like_login(self: TargetLogin, req: object, **kw: object) -> object:
-        rsp = real_response(self, req, **kw)  # type: ignore[arg-type]
-        if rsp.status_class == 0:  # type: ignore[attr-defined]
-            rsp.exp_cmd_sn = sn_add(self.exp_cmd_sn, 1)  # type: ignore[attr-defined]
-            rsp.max_cmd_sn = self.exp_cmd_sn  # type: ignore[attr-defined]
-        return rsp
 
     first_sn: dict[int, int] = {}
 
     def frozen_window(self: TargetSession) -> int:  # MaxCmdSN never passes the first CmdSN
-        return first_sn.setdefault(id(self), sn_add(self.exp_cmd_sn, 0))
+        return first_sn.setdefault(id(self), self.exp_cmd_sn)
 
-    monkeypatch.setattr(TargetLogin, "_response", tgtd_like_login)
+    _answer_logins_like_tgtd(monkeypatch)
     monkeypatch.setattr(TargetSession, "max_cmd_sn", property(frozen_window))
-    options = {"provider": "soft"} if transport == "iser" else None
+    options = _transport_options(transport)
     async with running_target(transport, transport_options=options) as (_server, portal):
         found = await asyncio.wait_for(
             discover(create_transport(transport, options), Portal(portal.host, portal.port)), 15)

@@ -71,7 +71,13 @@ class IserTransport(Transport):
     def __init__(self, options: Mapping[str, object] | None = None) -> None:
         super().__init__(options)
         self._selection: Selection | None = None
-        self.max_command_bytes()  # a bad value is a configuration error, said now
+        # 0 (the default): no limit beyond the LU's Block Limits. tgtd's iSER driver needs
+        # 524288 (its RDMA buffer; larger commands drop the connection), which is also what
+        # Linux's ib_iser sends at most by default (max_sectors = 1024).
+        limit = int(self.options.get("max_command_bytes", 0) or 0)  # type: ignore[call-overload]
+        if limit < 0:
+            raise ValueError(f"max_command_bytes must be 0 (no limit) or a positive byte count, not {limit}")
+        self._max_command_bytes = limit or None
 
     @classmethod
     def capabilities(cls) -> TransportCapabilities:
@@ -98,13 +104,7 @@ class IserTransport(Transport):
                 "capture": str, "max_command_bytes": int}
 
     def max_command_bytes(self) -> int | None:
-        # 0 (the default): no limit beyond the LU's Block Limits. tgtd's iSER driver needs
-        # 524288 (its RDMA buffer; larger commands drop the connection), which is also what
-        # Linux's ib_iser sends at most by default (max_sectors = 1024).
-        value = int(self.options.get("max_command_bytes", 0) or 0)  # type: ignore[call-overload]
-        if value < 0:
-            raise ValueError(f"max_command_bytes must be 0 (no limit) or a positive byte count, not {value}")
-        return value or None
+        return self._max_command_bytes
 
     # ------------------------------------------------------------------ provider
     def _provider(self) -> Selection:

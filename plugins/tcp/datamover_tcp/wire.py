@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 
-from datamover.pdu.codec import encode_header
+from datamover.pdu.codec import encode_header, segment_tail
 from datamover.pdu.digest import crc32c
 from datamover.pdu.model import Pdu, ScsiCommand
 
@@ -24,7 +24,6 @@ Buffer = bytes | bytearray | memoryview
 _LENGTHS = struct.Struct(">I")
 #: digests go on the wire little-endian (RFC 7143 13.1, Linux put_le32)
 _LE32 = struct.Struct("<I")
-_PADS = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 #: The Data-In BHS (RFC 7143 11.7), the codec's layout: b0 b1 status lengths LUN ITT TTT
 #: StatSN ExpCmdSN MaxCmdSN DataSN BufferOffset ResidualCount. Packed here directly because
@@ -57,16 +56,9 @@ def data_pdu_buffers(header: Pdu, pieces: list[memoryview], length: int, *,
         bhs += _LE32.pack(crc32c(bhs))
     out: list[Buffer] = [bhs]
     out.extend(pieces)
-    pad = _PADS[-length & 3]
-    if data_digest and length:
-        value = 0
-        for piece in pieces:
-            value = crc32c(piece, value)
-        if pad:
-            value = crc32c(pad, value)
-        out.append(pad + _LE32.pack(value))
-    elif pad:
-        out.append(pad)
+    tail = segment_tail(pieces, length, data_digest)
+    if tail:
+        out.append(tail)
     return out
 
 
@@ -85,16 +77,9 @@ def data_in_buffers(out: list[Buffer], b1: int, status: int, lun: int, itt: int,
         _LE32.pack_into(bhs, 48, crc32c(memoryview(bhs)[:48]))
     out.append(bhs)
     out += pieces
-    pad = _PADS[-length & 3]
-    if data_digest and length:
-        value = 0
-        for piece in pieces:
-            value = crc32c(piece, value)
-        if pad:
-            value = crc32c(pad, value)
-        out.append(pad + _LE32.pack(value))
-    elif pad:
-        out.append(pad)
+    tail = segment_tail(pieces, length, data_digest)
+    if tail:
+        out.append(tail)
     return bhs
 
 
@@ -125,16 +110,9 @@ def data_out_buffers(out: list[Buffer], final: bool, lun: int, itt: int, ttt: in
         bhs += _LE32.pack(crc32c(bhs))
     out.append(bhs)
     out += pieces
-    pad = _PADS[-length & 3]
-    if data_digest and length:
-        value = 0
-        for piece in pieces:
-            value = crc32c(piece, value)
-        if pad:
-            value = crc32c(pad, value)
-        out.append(pad + _LE32.pack(value))
-    elif pad:
-        out.append(pad)
+    tail = segment_tail(pieces, length, data_digest)
+    if tail:
+        out.append(tail)
 
 
 def command_buffers(p: ScsiCommand, header_digest: bool, data_digest: bool) -> list[Buffer] | None:
@@ -164,10 +142,5 @@ def command_buffers(p: ScsiCommand, header_digest: bool, data_digest: bool) -> l
         bhs += _LE32.pack(crc32c(bhs))
     if not length:
         return [bhs]
-    tail = _PADS[-length & 3]
-    if data_digest:
-        value = crc32c(view)
-        if tail:
-            value = crc32c(tail, value)
-        tail += _LE32.pack(value)
+    tail = segment_tail((view,), length, data_digest)
     return [bhs, view, tail] if tail else [bhs, view]
