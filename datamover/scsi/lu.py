@@ -26,6 +26,7 @@ from datamover.scsi.backend import Backend, BackendError
 from datamover.scsi.cdb import check_control
 from datamover.scsi.command import CommandPlan, ScsiRequest, ScsiResult
 from datamover.scsi.commands import CommandSpec, CommandTable, default_table, setup_families
+from datamover.scsi.commands.block_io import FAST_CONTROL, FAST_FUA, FAST_GROUP_RESERVED, FAST_PROTECT, FAST_RW, RW10
 from datamover.scsi.commands.inquiry import DEFAULT_VPD_PAGES, BlockLimits, VpdBuilder
 from datamover.scsi.commands.mode import DEFAULT_MODE_PAGES, ModePage
 from datamover.scsi.commands.sanitize import DEFAULT_SANITIZE_RATE, SanitizeOperation
@@ -274,6 +275,37 @@ class LogicalUnit:
         except Exception:  # a handler bug must not take the session down
             log.exception("LU %s: command failed for CDB %s", self.serial, bytes(cdb).hex())
             return self._check(INTERNAL_TARGET_FAILURE)
+
+    def fast_rw(self, cdb: bytes, nexus: str) -> tuple[int, int, bool, bool] | None:
+        """``(byte offset, byte count, is a write, flush after writing)`` of a READ or
+        WRITE (10)/(16) that :meth:`prepare` and :meth:`execute` would run with no check
+        failing and no effect but the transfer itself; None for anything else.
+
+        The core's fast path (one call instead of prepare + execute) moves the data
+        itself with ``backend.read_into`` / ``write_from`` (and ``flush`` when asked).
+        None is never an error: the caller then takes the general path, which gives the
+        answer (unit attention, NOT READY, RESERVATION CONFLICT, LBA OUT OF RANGE,
+        INVALID FIELD IN CDB, zero-length transfers, or a command table that replaced
+        the built-in READ/WRITE).
+        """
+        fast = FAST_RW.get(cdb[0])
+        if fast is None or self.not_ready is not None or self.reservation_gate is not None:
+            return None
+        queue = self._ua_pending.get(nexus)
+        if not queue and queue is not None:  # the nexus is known and has no unit attention
+            spec, layout, write = fast
+            if self.commands.entry(cdb[0]) is not spec or len(cdb) < layout.size:
+                return None
+            if layout is RW10:
+                _, flags, lba, group, n, control = layout.unpack_from(cdb)
+            else:
+                _, flags, lba, n, group, control = layout.unpack_from(cdb)
+            if (flags & FAST_PROTECT or group & FAST_GROUP_RESERVED or control & FAST_CONTROL or not n
+                    or n > self.max_transfer_blocks or lba + n > self.num_blocks or write and self.read_only):
+                return None
+            bs = self.block_size
+            return lba * bs, n * bs, write, write and (flags & FAST_FUA != 0 or not self.write_cache)
+        return None
 
     def _check_common(self, spec: CommandSpec, cdb: bytes | bytearray | memoryview) -> None:
         length = spec.length

@@ -41,7 +41,8 @@ from datamover.pdu.opcodes import LogoutReason, LogoutResponseCode, TmfFunction,
 from datamover.session.params import SessionParams
 from datamover.session.serial import sn_add, sn_in_window, sn_lt
 from datamover.target.discovery import TextExchange
-from datamover.target.task import TargetTask
+from datamover.scsi.backend import BackendError
+from datamover.target.task import LUN_NUMBERS, MAX_TRANSFER, TargetTask
 
 if TYPE_CHECKING:
     from datamover.scsi.lunmap import LunMap
@@ -99,7 +100,8 @@ class TargetSession:
         self.on_close: Callable[[TargetSession], None] | None = None
         #: I_T nexus identifier (SAM): initiator port = name + ISID, target port = name + TPGT
         self.nexus = f"{initiator_name},i,0x{isid:012x}|{target.iqn if target else 'discovery'}"
-        self.counters = {"commands": 0, "rejects": 0, "bytes_in": 0, "bytes_out": 0}
+        #: ``fast_path``: the commands of ``commands`` that _fast_command ran
+        self.counters = {"commands": 0, "rejects": 0, "bytes_in": 0, "bytes_out": 0, "fast_path": 0}
         self.last_heard = 0.0  # loop time of the last PDU from the initiator
         #: _now() without its per-call loop lookup (one call per PDU received)
         self._clock: Callable[[], float] = _loop_clock()
@@ -207,6 +209,16 @@ class TargetSession:
 
     # ------------------------------------------------------------ ordering
     def _receive(self, pdu: Pdu) -> None:
+        if (type(pdu) is ScsiCommand and pdu.cmd_sn == self.exp_cmd_sn and not pdu.immediate and not pdu.ahs
+                and not self._held and len(self.tasks) < self.depth
+                and len(pdu.data) <= self.params.target_recv_limit):
+            # The common case, a command arriving in order inside an open window: the
+            # steps below for it, without the general checks it cannot fail.
+            if pdu.exp_stat_sn > self.exp_stat_sn:
+                self.exp_stat_sn = pdu.exp_stat_sn
+            self.exp_cmd_sn = (pdu.cmd_sn + 1) & 0xFFFFFFFF
+            self._scsi_command(pdu)
+            return
         if pdu.ahs:
             # only the Extended CDB and Bidirectional Read Length AHS exist (RFC 7143
             # 11.2.1.2); the codec folds those into the command, so anything left over is
@@ -281,10 +293,79 @@ class TargetSession:
                                    stat_sn=self.next_stat_sn(), exp_cmd_sn=self.exp_cmd_sn,
                                    max_cmd_sn=self.max_cmd_sn))
             return
+        if self._fast_command(cmd):
+            return
         self.counters["commands"] += 1
         task = TargetTask(self, cmd)
         self.tasks[cmd.itt] = task
         task.start()
+
+    def _fast_command(self, cmd: ScsiCommand) -> bool:
+        """Run a plain READ or WRITE (10)/(16) in one pass, without a task; False (and
+        nothing done) for anything else, which then takes the general path.
+
+        What qualifies (``LogicalUnit.fast_rw``): no unit attention, reservation or
+        NOT READY condition, every CDB field valid, the transfer inside the medium, and
+        here an Expected Data Transfer Length equal to it (no residual) with the
+        direction bits to match; a write must have all its data in the command
+        (immediate data, F set). The answer is what the general path would give: the
+        same Put_Data bursts and SCSI Response, the same counters. A backend error
+        leaves the command to the general path, which tries once more and reports it.
+        """
+        lun = LUN_NUMBERS.get(cmd.lun)  # filled by the general path's first command per LUN
+        lu = self.lunmap.get(lun) if lun is not None and self.lunmap is not None else None
+        if lu is None:
+            return False
+        plan = lu.fast_rw(cmd.cdb, self.nexus)
+        if plan is None:
+            return False
+        offset, nbytes, write, flush = plan
+        if nbytes != cmd.expected_data_transfer_length or nbytes > MAX_TRANSFER:
+            return False
+        itt = cmd.itt
+        counters = self.counters
+        if write:
+            data = cmd.data
+            if not cmd.write or cmd.read or not cmd.final or len(data) != nbytes:
+                return False
+            try:
+                lu.backend.write_from(offset, data)
+                if flush:
+                    lu.backend.flush()
+            except BackendError:
+                return False
+            counters["commands"] += 1
+            counters["fast_path"] += 1
+            counters["bytes_in"] += nbytes
+        else:
+            if not cmd.read or cmd.write:
+                return False
+            conn = self.conn
+            buf = conn.alloc_buffer(nbytes)
+            try:
+                lu.backend.read_into(offset, buf)
+            except BackendError:
+                conn.release_buffer(buf)
+                return False
+            counters["commands"] += 1
+            counters["fast_path"] += 1
+            burst = self.params.max_burst_length
+            exp_cmd_sn, max_cmd_sn = self.exp_cmd_sn, self.max_cmd_sn  # no task comes or goes here
+            if nbytes <= burst:
+                self.put_data(DataIn(itt=itt, lun=cmd.lun, final=True, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn,
+                                     max_cmd_sn=max_cmd_sn), [buf], True)
+            else:
+                for start in range(0, nbytes, burst):
+                    end = start + burst if start + burst < nbytes else nbytes
+                    self.put_data(DataIn(itt=itt, lun=cmd.lun, final=True, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn,
+                                         max_cmd_sn=max_cmd_sn, buffer_offset=start), [buf[start:end]], end == nbytes)
+            self._read_buffers[itt] = buf  # released when the last Put_Data completes
+            self.send(ScsiResponse(itt=itt, stat_sn=self.next_stat_sn(), exp_cmd_sn=exp_cmd_sn,
+                                   max_cmd_sn=max_cmd_sn))
+            return True
+        self.send(ScsiResponse(itt=itt, stat_sn=self.next_stat_sn(), exp_cmd_sn=self.exp_cmd_sn,
+                               max_cmd_sn=self.max_cmd_sn))
+        return True
 
     def _unsolicited_data(self, pdu: DataOut) -> None:
         task = self.tasks.get(pdu.itt)

@@ -38,7 +38,7 @@ DATA_PHASE_ERROR = Sense(0x0B, 0x4B, 0x00)
 
 
 #: raw 8-byte LUN field -> LUN number (decode_lun once per LUN, not once per command)
-_LUNS: dict[int, int] = {}
+LUN_NUMBERS: dict[int, int] = {}
 
 
 def _header(pdu: DataOut) -> bytes:
@@ -59,11 +59,11 @@ class TargetTask:
         self.session = session
         self.cmd = cmd
         self.itt = cmd.itt
-        lun = _LUNS.get(cmd.lun)
+        lun = LUN_NUMBERS.get(cmd.lun)
         if lun is None:
             lun = decode_lun(cmd.lun)  # raises for a LUN it cannot decode: never cached
-            if len(_LUNS) < 1024:
-                _LUNS[cmd.lun] = lun
+            if len(LUN_NUMBERS) < 1024:
+                LUN_NUMBERS[cmd.lun] = lun
         self.lun_number = lun
         self.edtl = cmd.expected_data_transfer_length
         self.fetch_len = 0

@@ -139,7 +139,9 @@ async def pair_factory():
     made: list[Pair] = []
 
     async def make(**overrides: str) -> Pair:
-        pair = await login_pair(keys(**overrides))
+        # phase collapse off: these tests check each Put_Data and Send_Control as sent
+        # (test_tcp_fast_paths covers the collapsed stream, the transport's default)
+        pair = await login_pair(keys(**overrides), {"phase_collapse": False})
         made.append(pair)
         return pair
 

@@ -15,12 +15,12 @@ import random
 
 import pytest
 
-from datamover.pdu.codec import encode, encode_header
+from datamover.pdu.codec import decode, encode, encode_header
 from datamover.pdu.model import DataIn, DataOut, ScsiCommand, ScsiResponse
 from datamover_tcp.connection import _response_bhs
 from datamover.buffers import MAX_BUFFER, BufferPool
 from datamover_tcp.wire import (collapse_status, command_buffers, data_in_buffers, data_out_buffers,
-                                data_pdu_buffers)
+                                data_pdu_buffers, decode_command)
 
 RNG = random.Random(20261124)
 
@@ -100,6 +100,22 @@ def test_scsi_response_and_command_headers_match_the_codec() -> None:
     assert fast > 300
 
 
+def test_scsi_command_decoded_directly_is_the_codecs() -> None:
+    """What the receive loop builds for a SCSI Command without AHS (decode_command) equals
+    the codec's decode, flags, fields, CDB and data included."""
+    for _ in range(500):
+        length = RNG.choice([0, 1, 5, 4096])
+        cmd = ScsiCommand(itt=_u32(), immediate=RNG.random() < 0.2, final=RNG.random() < 0.8,
+                          read=RNG.random() < 0.5, write=RNG.random() < 0.5, attr=RNG.randrange(8),
+                          lun=RNG.getrandbits(64), expected_data_transfer_length=_u32(), cmd_sn=_u32(),
+                          exp_stat_sn=_u32(), cdb=RNG.randbytes(16), data=RNG.randbytes(length))
+        wire = memoryview(_joined(encode(cmd)))
+        expected = decode(wire[:48], wire[48:48 + length])
+        got = decode_command(wire[:48], wire[48:48 + length] if length else b"")
+        assert got == expected
+        assert bytes(got.data) == bytes(cmd.data)
+
+
 def test_buffer_pool_reuses_and_stays_bounded() -> None:
     pool = BufferPool()
     a = pool.take(4096)
@@ -121,8 +137,10 @@ def test_buffer_pool_reuses_and_stays_bounded() -> None:
     assert len(again & {id(b.obj) for b in kept}) == 8  # 64 MiB of 8 MiB buffers kept, no more
 
 
-async def test_phase_collapse_end_to_end() -> None:
-    """Reads against a target with phase_collapse on: right data, responses collapsed."""
+@pytest.mark.parametrize("collapse", [None, True, False])
+async def test_phase_collapse_end_to_end(collapse: bool | None) -> None:
+    """Reads against a target with phase_collapse on (the default, None) and off: right
+    data, responses collapsed or not."""
     from datamover.di import Portal
     from datamover.initiator import InitiatorConfig, InitiatorSession
     from datamover.plugin import create_transport
@@ -131,7 +149,8 @@ async def test_phase_collapse_end_to_end() -> None:
     iqn = "iqn.2026-11.org.datamover.test:collapse"
     server = TargetServer(TargetServerConfig(
         targets=[TargetConfig(iqn, [LunConfig("memory", 1 << 20)], power_on_ua=False)],
-        portals=[Portal("127.0.0.1", 0)], transport="tcp", transport_options={"phase_collapse": True}))
+        portals=[Portal("127.0.0.1", 0)], transport="tcp",
+        transport_options={} if collapse is None else {"phase_collapse": collapse}))
     portal = (await server.start())[0]
     session = InitiatorSession(create_transport("tcp", {}), portal, InitiatorConfig(), iqn)
     try:
@@ -145,7 +164,10 @@ async def test_phase_collapse_end_to_end() -> None:
         assert outcome.good and outcome.underflow and outcome.residual == 2048
         assert bytes(outcome.data) == payload[:2048]
         stats = next(iter(server.sessions.values())).conn.stats()
-        assert stats["responses_collapsed"] >= 4
+        if collapse is False:
+            assert stats["responses_collapsed"] == 0
+        else:
+            assert stats["responses_collapsed"] >= 4
     finally:
         await session.logout()
         await server.stop()

@@ -28,7 +28,7 @@ from datamover.scsi.sense import (
 if TYPE_CHECKING:
     from datamover.scsi.lu import LogicalUnit
 
-__all__ = ["COMMANDS", "decode_rw"]
+__all__ = ["COMMANDS", "FAST_RW", "decode_rw"]
 
 _RW6 = struct.Struct(">BBHBB")  # opcode, LBA 20-16, LBA 15-0, length, control
 _RW10 = struct.Struct(">BBIBHB")  # opcode, flags, LBA, group, length, control
@@ -204,3 +204,18 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec(Opcode.SYNCHRONIZE_CACHE_10, "SYNCHRONIZE CACHE(10)", _prepare_sync, _execute_sync),
     CommandSpec(Opcode.SYNCHRONIZE_CACHE_16, "SYNCHRONIZE CACHE(16)", _prepare_sync, _execute_sync),
 )
+
+#: READ/WRITE (10) and (16), the commands :meth:`LogicalUnit.fast_rw` may run without
+#: prepare/execute: opcode -> (this module's spec, its CDB layout, is a write). An LU whose
+#: table maps one of these opcodes to another spec never takes the fast path for it.
+FAST_RW: dict[int, tuple[CommandSpec, struct.Struct, bool]] = {
+    spec.opcode: (spec, _LAYOUT[spec.opcode][0], spec.opcode in (Opcode.WRITE_10, Opcode.WRITE_16))
+    for spec in COMMANDS
+    if spec.opcode in (Opcode.READ_10, Opcode.READ_16, Opcode.WRITE_10, Opcode.WRITE_16)
+}
+#: what must be clear for the fast path: RDPROTECT/WRPROTECT, the group byte's reserved
+#: bits, NACA/LINK in CONTROL (each makes the general path answer with a CHECK CONDITION)
+FAST_PROTECT, FAST_GROUP_RESERVED, FAST_CONTROL = _PROTECT, _GROUP_RESERVED, 0x05
+FAST_FUA = _FUA
+RW10 = _RW10
+

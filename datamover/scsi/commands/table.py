@@ -106,6 +106,10 @@ class CommandTable:
             raise ValueError(f"{spec.opcode:#04x}/{spec.service_action:#04x} is already registered")
         entry[spec.service_action] = spec
 
+    def entry(self, opcode: int) -> CommandSpec | dict[int, CommandSpec] | None:
+        """What ``opcode`` maps to: its spec, its service actions' specs, or None."""
+        return self._by_opcode.get(opcode)
+
     def unregister(self, opcode: int, service_action: int | None = None) -> None:
         entry = self._by_opcode.get(opcode)
         if isinstance(entry, dict) and service_action is not None:

@@ -114,6 +114,28 @@ class TargetData:
     def put_data(self, header: DataIn, descriptor: DataDescriptor, notify: bool) -> None:
         conn = self._conn
         itt = header.itt
+        if len(descriptor) == 1 and not header.status_present and itt not in self.tasks:
+            view = descriptor[0]
+            length = view.nbytes
+            keys = conn.keys
+            if (0 < length <= keys.max_recv_dsl_initiator and length <= keys.max_burst_length
+                    and view.format == "B" and view.ndim == 1):
+                # A read's only burst, one PDU: what the general branch below does for it,
+                # without its loop and bookkeeping objects (DataSN 0, one PDU, F set).
+                buffers: list[Buffer] = []
+                task = self.tasks[itt] = TargetTask()
+                task.last_header = data_in_buffers(buffers, FLAG_F, 0, header.lun, itt, 0, header.exp_cmd_sn,
+                                                   header.max_cmd_sn, 0, header.buffer_offset, 0, [view], length,
+                                                   conn.header_digest, conn.data_digest)
+                task.header_at = conn._writer.pending_base()
+                task.next_data_sn = task.pdus_sent = 1
+                if notify:
+                    def sent() -> None:
+                        conn._data_completion(itt, 0)
+                    conn._emit(buffers, 1, sent)
+                else:
+                    conn._emit(buffers, 1)
+                return
         task = self._task(itt)
         if len(descriptor) == 1 and descriptor[0].format == "B" and descriptor[0].ndim == 1 and descriptor[0].nbytes:
             # one flat buffer (every read the core answers): no map needed for one PDU

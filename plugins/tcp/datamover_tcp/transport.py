@@ -69,7 +69,7 @@ class TcpTransport(Transport):
             raise ValueError(f"transport.tcp option nodelay must be a boolean, not {nodelay!r}")
         if isinstance(recv_buffer, bool) or not isinstance(recv_buffer, int) or recv_buffer < 4096:
             raise ValueError(f"transport.tcp option recv_buffer must be an integer >= 4096, not {recv_buffer!r}")
-        phase_collapse = self.options.get("phase_collapse", False)
+        phase_collapse = self.options.get("phase_collapse", True)
         if not isinstance(phase_collapse, bool):
             raise ValueError(f"transport.tcp option phase_collapse must be a boolean, not {phase_collapse!r}")
         return {"nodelay": nodelay, "recv_buffer": recv_buffer, "phase_collapse": phase_collapse}

@@ -144,3 +144,13 @@ def command_buffers(p: ScsiCommand, header_digest: bool, data_digest: bool) -> l
         return [bhs]
     tail = segment_tail((view,), length, data_digest)
     return [bhs, view, tail] if tail else [bhs, view]
+
+
+def decode_command(bhs: memoryview, data: Buffer) -> ScsiCommand:
+    """The ScsiCommand ``codec.decode`` gives for a SCSI Command BHS without AHS, whose
+    data segment (without padding or digest) is ``data``; one unpack, no generic dispatch.
+    The caller has checked the opcode, TotalAHSLength 0 and the digests."""
+    b0, b1, _lengths, lun, itt, edtl, cmd_sn, exp_stat_sn, cdb = SCSI_COMMAND_BHS.unpack_from(bhs)
+    return ScsiCommand(immediate=b0 & 0x40 != 0, itt=itt, data=data, ahs=[], final=b1 & FLAG_F != 0,
+                       read=b1 & 0x40 != 0, write=b1 & 0x20 != 0, attr=b1 & 7, lun=lun,
+                       expected_data_transfer_length=edtl, cmd_sn=cmd_sn, exp_stat_sn=exp_stat_sn, cdb=cdb)

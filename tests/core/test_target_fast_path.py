@@ -1,0 +1,138 @@
+"""The target's fast path (TargetSession._fast_command): plain READ/WRITE (10)/(16) run in
+one pass, everything else (and every command the fast path declines) takes the general
+path with the same answer. Run over loopback and TCP: the fast path sits above the DI, so
+it must hold whatever the transport."""
+
+from __future__ import annotations
+
+import random
+import struct
+
+import pytest
+
+from datamover.scsi.backend import BackendError
+from datamover.target.server import TargetServer
+from tests.conftest import make_session, running_target
+
+TRANSPORTS = ["loopback", "tcp"]
+
+
+def _counters(server: TargetServer) -> dict[str, int]:
+    (session,) = server.sessions.values()
+    return session.counters
+
+
+def _lu(server: TargetServer):  # type: ignore[no-untyped-def]
+    (lunmap,) = server.lunmaps.values()
+    return lunmap.get(0)
+
+
+def read10(lba: int, blocks: int) -> bytes:
+    return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
+
+
+def write10(lba: int, blocks: int, fua: bool = False) -> bytes:
+    return struct.pack(">BBIBHB", 0x2A, 0x08 if fua else 0, lba, 0, blocks, 0)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_plain_reads_and_writes_run_fast_and_read_back(transport: str) -> None:
+    rng = random.Random(5)
+    async with running_target(transport) as (server, portal):
+        session = make_session(transport, portal)
+        await session.login()
+        payloads = {}
+        for lba in range(0, 2048, 64):  # WRITE(16) with immediate data, READ(16)
+            payloads[lba] = rng.randbytes(64 * 512)
+            await session.write_blocks(0, lba, payloads[lba])
+        for lba in range(2048, 2560, 8):  # WRITE(10) with FUA, READ(10)
+            payloads[lba] = rng.randbytes(8 * 512)
+            (await session.execute(0, write10(lba, 8, fua=True), data_out=payloads[lba])).check()
+        before = dict(_counters(server))
+        for lba, data in payloads.items():
+            blocks = len(data) // 512
+            if lba < 2048:
+                got = bytes(await session.read_blocks(0, lba, blocks))
+            else:
+                got = bytes((await session.execute(0, read10(lba, blocks), read_length=len(data))).check().data)
+            assert got == data, f"LBA {lba}: read back differs"
+        after = _counters(server)
+        await session.logout()
+    reads = len(payloads)
+    assert after["fast_path"] - before["fast_path"] == reads, "a plain READ missed the fast path"
+    assert after["commands"] - before["commands"] == reads
+    assert after["bytes_out"] - before["bytes_out"] == sum(len(d) for d in payloads.values())
+    # the nexus's first command takes the general path, which registers the nexus
+    assert before["fast_path"] == len(payloads) - 1, "plain WRITEs with all their data missed the fast path"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_residual_takes_the_general_path_and_reports_it(transport: str) -> None:
+    async with running_target(transport) as (server, portal):
+        session = make_session(transport, portal)
+        await session.login()
+        await session.write_blocks(0, 0, bytes(range(256)) * 16)
+        fast = _counters(server)["fast_path"]
+        outcome = (await session.execute(0, read10(0, 8), read_length=8192)).check()  # EDTL 8 KiB, 4 KiB sent
+        assert outcome.underflow and outcome.residual == 4096
+        assert bytes(outcome.data[:4096]) == bytes(range(256)) * 16
+        assert _counters(server)["fast_path"] == fast
+        await session.logout()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_unit_attention_is_reported_before_any_fast_command(transport: str) -> None:
+    async with running_target(transport) as (server, portal):
+        session = make_session(transport, portal)
+        await session.login()
+        await session.read_blocks(0, 0, 8)
+        assert await session.lun_reset(0) == 0
+        outcome = await session.execute(0, read10(0, 8), read_length=4096, ua_retries=0)
+        assert outcome.status == 0x02 and outcome.sense[2] & 0x0F == 0x06, "the reset's unit attention was skipped"
+        (await session.execute(0, read10(0, 8), read_length=4096, ua_retries=0)).check()
+        await session.logout()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_backend_error_reaches_the_initiator_as_medium_error(transport: str) -> None:
+    async with running_target(transport) as (server, portal):
+        session = make_session(transport, portal)
+        await session.login()
+        await session.read_blocks(0, 0, 8)
+        lu = _lu(server)
+        backend = lu.backend
+        calls = {"read": 0, "write": 0}
+
+        def broken_read(offset: int, buf: memoryview) -> None:
+            calls["read"] += 1
+            raise BackendError(5, "injected read failure")
+
+        def broken_write(offset: int, buf: object) -> None:
+            calls["write"] += 1
+            raise BackendError(5, "injected write failure")
+
+        backend.read_into, backend.write_from = broken_read, broken_write
+        outcome = await session.execute(0, read10(0, 8), read_length=4096, ua_retries=0)
+        assert outcome.status == 0x02 and (outcome.sense[2] & 0x0F, outcome.sense[12]) == (0x03, 0x11)
+        outcome = await session.execute(0, write10(0, 8), data_out=bytes(4096), ua_retries=0)
+        assert outcome.status == 0x02 and (outcome.sense[2] & 0x0F, outcome.sense[12]) == (0x03, 0x0C)
+        # the fast path tried, then the general path tried again and reported it
+        assert calls == {"read": 2, "write": 2}
+        del backend.read_into, backend.write_from
+        (await session.execute(0, read10(0, 8), read_length=4096)).check()
+        await session.logout()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_writes_without_all_their_data_in_the_command_take_the_general_path(transport: str) -> None:
+    keys = {"ImmediateData": "No", "InitialR2T": "Yes"}
+    async with running_target(transport, keys=keys) as (server, portal):
+        session = make_session(transport, portal, keys=keys)
+        await session.login()
+        await session.read_blocks(0, 0, 8)  # the nexus's first command: general path
+        data = random.Random(9).randbytes(32 * 512)
+        await session.write_blocks(0, 100, data)  # its data comes after an R2T
+        assert _counters(server)["fast_path"] == 0
+        assert bytes(await session.read_blocks(0, 100, 32)) == data
+        assert _counters(server)["fast_path"] == 1
+        await session.logout()
