@@ -105,6 +105,9 @@ class _Pending:
     immediate: bool = False
     pdu: Pdu | None = None
     issued: int = 0  # times sent (re-issued after each session reinstatement)
+    #: loop time after which the command counts as lost (command_timeout); 0: not watched
+    deadline: float = 0.0
+    watched: bool = False  # a SCSI command waited on without a caller's own timeout
 
 
 class InitiatorSession:
@@ -141,6 +144,10 @@ class InitiatorSession:
         self.last_error: str | None = None
         self._chap_algorithms: tuple[int, ...] | None = None
         self._max_transfer: dict[int, int | None] = {}  # LUN -> MAXIMUM TRANSFER LENGTH
+        #: the one timer that checks command_timeout for every command in flight (a timer
+        #: per command cost more than the rest of its bookkeeping); None while nothing is
+        #: watched
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # ================================================================= lifecycle
     async def login(self) -> None:
@@ -235,6 +242,9 @@ class InitiatorSession:
         for task in (self._recovery_task, self._nop_task):
             if task is not None and task is not asyncio.current_task():
                 task.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         conn, self.conn = self.conn, None
         if conn is not None:
             self._record("connection_terminate")
@@ -301,43 +311,47 @@ class InitiatorSession:
 
         pending = self._new_request("scsi", build, lun=raw_lun)
         pending.data_out, pending.data_in = out_view, in_view
-        await self._send_ordered(pending)
+        # without a timeout of the caller's, command_timeout applies (see _check_overdue)
+        pending.watched = timeout is None and self.config.command_timeout > 0
+        if self._state == "up" and self.conn is not None and sn_le(self.cmd_sn, self.max_cmd_sn):
+            self._transmit(pending)  # the window is open: what _send_ordered would do at once
+        else:
+            await self._send_ordered(pending)
         if timeout is not None:
             result = await asyncio.wait_for(pending.future, timeout)
         else:
-            result = await self._await_response(pending)
+            # Cancelling the caller cancels the future; a response that still comes finds
+            # it done and is dropped (the target has run the command regardless).
+            result = await pending.future
         assert isinstance(result, ScsiOutcome)
         return result
 
-    async def _await_response(self, pending: _Pending) -> object:
-        """Wait for a command's response; a connection that stays silent longer than
-        ``command_timeout`` is declared dead (ERL 0: the session is reinstated and the
-        command re-issued, a bounded number of times)."""
+    def _check_overdue(self) -> None:
+        """The command_timeout check, every eighth of it: a command without a response
+        for longer than ``command_timeout`` means a dead connection (ERL 0: the session is
+        reinstated and the command re-issued, a bounded number of times)."""
+        self._watchdog = None
         limit = self.config.command_timeout
-        future = pending.future
         loop = asyncio.get_running_loop()
-        # A timer handle per wait instead of asyncio.wait_for (which cost ~2 us more per
-        # command): each time ``limit`` passes without the response, the same steps as before.
-        timer: list[asyncio.TimerHandle] = []
-
-        def overdue() -> None:
-            if future.done():
-                return
-            timer[0] = loop.call_later(limit, overdue)  # wait again, as the old loop did
-            conn = self.conn
-            if conn is None or self._state != "up":
-                return  # recovery is already under way
-            log.warning("no response to ITT %#x in %.0f s: dropping the connection",
-                        pending.pdu.itt if pending.pdu is not None else -1, limit)
-            self.last_error = f"command timed out after {limit:.0f} s"
-            conn.connection_terminate()
-            self.connection_terminate_notify(conn)
-
-        timer.append(loop.call_later(limit, overdue))
-        try:
-            return await asyncio.shield(future)
-        finally:
-            timer[0].cancel()
+        now = loop.time()
+        watched = overdue = None
+        for pending in self._pending.values():
+            if pending.watched and not pending.future.done():
+                watched = pending
+                if pending.deadline <= now:
+                    overdue = pending
+                    break
+        if watched is None:
+            return  # nothing in flight is watched: _transmit arms the check again
+        self._watchdog = loop.call_later(max(limit / 8, 0.01), self._check_overdue)
+        conn = self.conn
+        if overdue is None or conn is None or self._state != "up":
+            return  # recovery is already under way, or all is well
+        log.warning("no response to ITT %#x in %.0f s: dropping the connection",
+                    overdue.pdu.itt if overdue.pdu is not None else -1, limit)
+        self.last_error = f"command timed out after {limit:.0f} s"
+        conn.connection_terminate()
+        self.connection_terminate_notify(conn)
 
     def _send_scsi(self, pending: _Pending, itt: int, pdu: ScsiCommand) -> None:
         """Send_Control(SCSI Command) plus the unsolicited Data-Out PDUs (RFC 7143 4.3.5)."""
@@ -427,7 +441,8 @@ class InitiatorSession:
 
     async def read_blocks(self, lun: int, lba: int, count: int, block_size: int = 512,
                           buffer: memoryview | bytearray | None = None) -> memoryview:
-        chunk = await self._chunk_blocks(lun, count, block_size)
+        small = count * block_size <= SMALL_TRANSFER and self.transport.max_command_bytes() is None
+        chunk = count if small else await self._chunk_blocks(lun, count, block_size)
         if chunk >= count:
             cdb = struct.pack(">BBQIBB", 0x88, 0, lba, count, 0, 0)
             if buffer is None:
@@ -612,6 +627,12 @@ class InitiatorSession:
         pending.pdu = pdu
         pending.issued += 1
         self._pending[itt] = pending
+        if pending.watched:
+            loop = asyncio.get_running_loop()
+            limit = self.config.command_timeout
+            pending.deadline = loop.time() + limit
+            if self._watchdog is None:
+                self._watchdog = loop.call_later(max(limit / 8, 0.01), self._check_overdue)
         if isinstance(pdu, ScsiCommand):
             self._send_scsi(pending, itt, pdu)
         else:
@@ -643,6 +664,21 @@ class InitiatorSession:
         if self.trace is not None:
             self._record("control_notify", pdu=type(pdu).__name__, itt=pdu.itt, length=len(pdu.data),
                          **({"status": pdu.status} if isinstance(pdu, ScsiResponse) else {}))
+        if type(pdu) is ScsiResponse:
+            # most of what arrives: the steps below for it, without the lookups by name
+            self._update_window(pdu.exp_cmd_sn, pdu.max_cmd_sn)
+            next_stat_sn = (pdu.stat_sn + 1) & 0xFFFFFFFF
+            if sn_gt(next_stat_sn, self.exp_stat_sn):
+                self.exp_stat_sn = next_stat_sn
+            pending = self._pending.pop(pdu.itt, None)
+            if pending is None:
+                log.debug("ScsiResponse for unknown ITT %#x ignored", pdu.itt)
+            elif not pending.future.done():
+                try:
+                    pending.future.set_result(self._outcome(pending, pdu))
+                except Exception:
+                    log.exception("error handling ScsiResponse")
+            return
         exp = getattr(pdu, "exp_cmd_sn", None)
         if exp is not None:
             self._update_window(exp, pdu.max_cmd_sn)  # type: ignore[attr-defined]

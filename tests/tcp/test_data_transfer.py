@@ -33,15 +33,20 @@ def spy_data_out(pair: Pair) -> list[DataOut]:
 
 def spy_data_in(pair: Pair) -> list[DataIn]:
     seen: list[DataIn] = []
-    dispatch = pair.ini._dispatch
+    base = type(pair.ini._initiator)
 
-    def recording(pdu, bhs):  # type: ignore[no-untyped-def]
-        if isinstance(pdu, DataIn):
+    class Recording(base):  # type: ignore[valid-type, misc]
+        """Every Data-In the connection hands its initiator side, whichever receive path
+        decoded it (the generic codec or the direct one)."""
+
+        __slots__ = ()
+
+        def on_data_in(self, pdu, header, placed=-1):  # type: ignore[no-untyped-def]
             seen.append(DataIn(itt=pdu.itt, final=pdu.final, status_present=pdu.status_present,
                                data_sn=pdu.data_sn, buffer_offset=pdu.buffer_offset, data=bytes(pdu.data)))
-        dispatch(pdu, bhs)
+            return super().on_data_in(pdu, header, placed)
 
-    pair.ini._dispatch = recording  # type: ignore[method-assign]
+    pair.ini._initiator.__class__ = Recording
     return seen
 
 

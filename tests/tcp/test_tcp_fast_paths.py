@@ -20,7 +20,7 @@ from datamover.pdu.model import DataIn, DataOut, ScsiCommand, ScsiResponse
 from datamover_tcp.connection import _response_bhs
 from datamover.buffers import MAX_BUFFER, BufferPool
 from datamover_tcp.wire import (collapse_status, command_buffers, data_in_buffers, data_out_buffers,
-                                data_pdu_buffers, decode_command)
+                                data_pdu_buffers, decode_command, decode_data_in)
 
 RNG = random.Random(20261124)
 
@@ -114,6 +114,23 @@ def test_scsi_command_decoded_directly_is_the_codecs() -> None:
         got = decode_command(wire[:48], wire[48:48 + length] if length else b"")
         assert got == expected
         assert bytes(got.data) == bytes(cmd.data)
+
+
+def test_data_in_decoded_directly_is_the_codecs() -> None:
+    """As above for what an initiator receives most: a Data-In (decode_data_in)."""
+    for _ in range(500):
+        length = RNG.choice([0, 1, 5, 4096])
+        status_present = RNG.random() < 0.5
+        pdu = DataIn(itt=_u32(), final=status_present or RNG.random() < 0.5, ack=RNG.random() < 0.2,
+                     overflow=RNG.random() < 0.3, underflow=RNG.random() < 0.3, status_present=status_present,
+                     status=RNG.getrandbits(8) if status_present else 0, lun=RNG.getrandbits(64), ttt=_u32(),
+                     stat_sn=_u32() if status_present else 0, exp_cmd_sn=_u32(), max_cmd_sn=_u32(),
+                     data_sn=_u32(), buffer_offset=_u32(), residual=_u32() if status_present else 0,
+                     data=RNG.randbytes(length))
+        wire = memoryview(_joined(encode(pdu)))
+        expected = decode(wire[:48], wire[48:48 + length])
+        got = decode_data_in(wire[:48], wire[48:48 + length] if length else b"")
+        assert got == expected
 
 
 def test_buffer_pool_reuses_and_stays_bounded() -> None:

@@ -59,7 +59,7 @@ from datamover_tcp.negotiated import LOGIN_DATA_LIMIT, NegotiatedKeys
 from datamover.buffers import BufferPool
 from datamover_tcp.sender import BatchedWriter, Buffer
 from datamover_tcp.target_data import TargetData
-from datamover_tcp.wire import (FLAG_F, command_buffers, decode_command,
+from datamover_tcp.wire import (FLAG_F, command_buffers, decode_command, decode_data_in,
                                 FLAG_O, FLAG_O_BIDI, FLAG_U, FLAG_U_BIDI, OP_SCSI_RESPONSE,
                                 SCSI_RESPONSE_BHS)
 
@@ -523,15 +523,25 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                 if self._small_run > 2:
                     self._expect_large = False
             self._header_checked = False
-            if bhs[0] & 0x3F == 1 and not ahs_bytes and not hd and not dd:
-                # a SCSI Command, most of what a target receives: decoded without the
-                # codec's generic checks, which this PDU cannot fail
-                self.pdus_received += 1
-                self._control(decode_command(bhs, rx.view(BHS_LENGTH, dsl) if dsl else b""))
-                if not self._reading:
-                    return
-                rx.consume(total)
-                continue
+            if not ahs_bytes and not hd and not dd:
+                # A SCSI Command (most of what a target receives) or a Data-In (most of what
+                # an initiator receives): decoded without the codec's generic checks, which
+                # these PDUs cannot fail, and handed on as _dispatch would.
+                opcode = bhs[0] & 0x3F
+                if opcode == 0x01:
+                    self.pdus_received += 1
+                    self._control(decode_command(bhs, rx.view(BHS_LENGTH, dsl) if dsl else b""))
+                    if not self._reading:
+                        return
+                    rx.consume(total)
+                    continue
+                if opcode == 0x25 and self._initiator is not None:
+                    self.pdus_received += 1
+                    self._initiator.on_data_in(decode_data_in(bhs, rx.view(BHS_LENGTH, dsl) if dsl else b""), bhs)
+                    if not self._reading:
+                        return
+                    rx.consume(total)
+                    continue
             try:
                 pdu, _ = decode_pdu(rx.view(0, total), header_digest=hd, data_digest=dd)
             except PduFormatError as exc:

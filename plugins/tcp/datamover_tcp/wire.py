@@ -16,7 +16,7 @@ import struct
 
 from datamover.pdu.codec import encode_header, segment_tail
 from datamover.pdu.digest import crc32c
-from datamover.pdu.model import Pdu, ScsiCommand
+from datamover.pdu.model import DataIn, Pdu, ScsiCommand
 
 Buffer = bytes | bytearray | memoryview
 
@@ -154,3 +154,15 @@ def decode_command(bhs: memoryview, data: Buffer) -> ScsiCommand:
     return ScsiCommand(immediate=b0 & 0x40 != 0, itt=itt, data=data, ahs=[], final=b1 & FLAG_F != 0,
                        read=b1 & 0x40 != 0, write=b1 & 0x20 != 0, attr=b1 & 7, lun=lun,
                        expected_data_transfer_length=edtl, cmd_sn=cmd_sn, exp_stat_sn=exp_stat_sn, cdb=cdb)
+
+
+def decode_data_in(bhs: memoryview, data: Buffer) -> DataIn:
+    """The DataIn ``codec.decode`` gives for a Data-In BHS without AHS whose data segment
+    (without padding or digest) is ``data``; as :func:`decode_command`, for the initiator."""
+    (b0, b1, status, _lengths, lun, itt, ttt, stat_sn, exp_cmd_sn, max_cmd_sn, data_sn, offset,
+     residual) = DATA_IN_BHS.unpack_from(bhs)
+    return DataIn(immediate=b0 & 0x40 != 0, itt=itt, data=data, ahs=[], final=b1 & FLAG_F != 0,
+                  ack=b1 & 0x40 != 0, overflow=b1 & FLAG_O != 0, underflow=b1 & FLAG_U != 0,
+                  status_present=b1 & FLAG_S != 0, status=status, lun=lun, ttt=ttt, stat_sn=stat_sn,
+                  exp_cmd_sn=exp_cmd_sn, max_cmd_sn=max_cmd_sn, data_sn=data_sn, buffer_offset=offset,
+                  residual=residual)
