@@ -20,6 +20,9 @@ command executes).
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 MIN_CLASS = 4096
 MAX_BUFFER = 16 << 20
 MAX_POOLED_BYTES = 64 << 20
@@ -70,3 +73,38 @@ class BufferPool:
     def clear(self) -> None:
         self._free.clear()
         self._pooled_bytes = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FileSlice:
+    """``length`` bytes of an open file from ``offset``: a Put_Data descriptor element for a
+    datamover whose :meth:`DatamoverConnection.accepts_file_data` is true, sent by the
+    kernel straight from the page cache (``os.sendfile``) instead of through a buffer.
+
+    The bytes are read when the datamover sends them, not when the slice is made, so the
+    file must stay open and those bytes unchanged until the Put_Data completes. The core
+    hands over slices only where the user accepted that (the TCP option ``sendfile``).
+    """
+
+    fd: int
+    offset: int
+    length: int
+
+    def __len__(self) -> int:
+        return self.length
+
+    @property
+    def nbytes(self) -> int:
+        return self.length
+
+    def tail(self, skip: int) -> FileSlice:
+        """The slice without its first ``skip`` bytes."""
+        return FileSlice(self.fd, self.offset + skip, self.length - skip)
+
+    def head(self, length: int) -> FileSlice:
+        """The first ``length`` bytes of the slice."""
+        return FileSlice(self.fd, self.offset, length)
+
+    def read(self) -> bytes:
+        """The bytes, read now (a short file gives fewer)."""
+        return os.pread(self.fd, self.length, self.offset)

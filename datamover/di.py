@@ -33,12 +33,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from datamover.buffers import FileSlice
+
 if TYPE_CHECKING:
     from datamover.capabilities import TransportCapabilities
     from datamover.pdu.model import DataIn, Pdu, R2T
 
 #: A data descriptor (RFC 5047 "Data_Descriptor"): a scatter-gather list of memoryviews.
-#: Sinks (the initiator's read buffer, the target's Get_Data buffer) must be writable.
+#: Sinks (the initiator's read buffer, the target's Get_Data buffer) must be writable. A
+#: Put_Data descriptor may also hold FileSlice elements where the connection accepts them
+#: (DatamoverConnection.accepts_file_data).
 DataDescriptor = Sequence[memoryview]
 
 
@@ -289,6 +293,14 @@ class DatamoverConnection(abc.ABC):
     def release_buffer(self, buf: memoryview) -> None:
         """Give back a buffer from :meth:`alloc_buffer` once no transfer uses it."""
         return None
+
+    def accepts_file_data(self) -> bool:
+        """True when a Put_Data descriptor may hold :class:`FileSlice` elements.
+
+        Beyond RFC 5047, optional: a file-backed READ then needs no buffer and no copy
+        through user space. Asked after ``enable_datamover``; the default is False.
+        """
+        return False
 
     def stats(self) -> dict[str, int]:
         """Counters for reports: PDUs or verbs operations, payload bytes and copies."""

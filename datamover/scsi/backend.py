@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from datamover.buffers import FileSlice
+
 __all__ = ["Backend", "BackendError", "MemoryBackend", "FileBackend", "Buffers", "Extent"]
 
 #: one provisioning extent as :meth:`Backend.extents` reports it: (offset, length, mapped)
@@ -70,6 +72,11 @@ class Backend(abc.ABC):
 
     def flush(self) -> None:
         """Make every completed write durable (SYNCHRONIZE CACHE, FUA)."""
+
+    def file_slice(self, offset: int, length: int) -> FileSlice | None:
+        """Where ``length`` bytes at ``offset`` lie in an open file, for a datamover that
+        sends from files (``os.sendfile``); None when the medium is not a plain file."""
+        return None
 
     def close(self) -> None:
         """Release the medium; later calls may fail."""
@@ -325,6 +332,11 @@ class FileBackend(Backend):
                 return [(offset, length, True)]
             raise BackendError(exc.errno, f"{self.path}: extent map at {pos}: {exc.strerror}") from exc
         return out
+
+    def file_slice(self, offset: int, length: int) -> FileSlice | None:
+        if self._fd < 0 or offset < 0 or offset + length > self.size:
+            return None
+        return FileSlice(self._fd, offset, length)
 
     def flush(self) -> None:
         if self.read_only:

@@ -136,3 +136,43 @@ async def test_writes_without_all_their_data_in_the_command_take_the_general_pat
         assert bytes(await session.read_blocks(0, 100, 32)) == data
         assert _counters(server)["fast_path"] == 1
         await session.logout()
+
+
+@pytest.mark.parametrize("sendfile", [False, True])
+async def test_file_lun_reads_over_tcp_with_and_without_sendfile(sendfile: bool, tmp_path) -> None:
+    """A file LUN over TCP: with the sendfile option a fast READ's data goes from the page
+    cache to the socket (no buffer taken from the pool, nothing copied in user space);
+    reads across MaxBurstLength, interleaved with writes, read back what was written."""
+    from datamover.target.config import LunConfig
+
+    lun = LunConfig(str(tmp_path / "lun.img"), 16 << 20)
+    keys = {"MaxBurstLength": "262144"}
+    rng = random.Random(3)
+    async with running_target("tcp", luns=[lun], keys=keys, transport_options={"sendfile": sendfile}) as (server,
+                                                                                                       portal):
+        session = make_session("tcp", portal, keys=keys)
+        await session.login()
+        await session.read_blocks(0, 0, 8)  # the nexus's first command
+        (target_session,) = server.sessions.values()
+        assert target_session.conn.accepts_file_data() == sendfile
+        expected = bytearray(16 << 20)
+        solicited = 0  # writes above FirstBurstLength: data after an R2T, into a pool buffer
+        for _ in range(40):
+            lba = rng.randrange(0, (16 << 20) // 512 - 2048)
+            blocks = rng.choice([1, 8, 128, 1024, 2048])  # up to 1 MiB: four bursts
+            data = rng.randbytes(blocks * 512)
+            solicited += len(data) > 262144
+            await session.write_blocks(0, lba, data)
+            expected[lba * 512:(lba + blocks) * 512] = data
+            lba2 = rng.randrange(0, (16 << 20) // 512 - 2048)
+            got = await session.read_blocks(0, lba2, blocks)
+            assert bytes(got) == bytes(expected[lba2 * 512:(lba2 + blocks) * 512])
+        stats = target_session.conn.stats()
+        counters = dict(target_session.counters)
+        await session.logout()
+    assert counters["fast_path"] >= 40  # every READ (WRITEs above FirstBurstLength take R2Ts)
+    buffers = stats["buffers_allocated"] + stats["buffers_reused"]
+    if sendfile:  # the nexus's first read and the solicited writes: no READ took a buffer
+        assert buffers == 1 + solicited
+    else:
+        assert buffers == 41 + solicited

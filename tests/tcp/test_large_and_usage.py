@@ -7,6 +7,7 @@ import os
 
 import pytest
 
+from datamover.buffers import FileSlice
 from datamover.di import ConnectionClosed
 from datamover.pdu.model import DataIn, R2T, ScsiCommand, ScsiResponse
 
@@ -108,5 +109,62 @@ async def test_small_receive_buffer_grows_only_to_one_pdu() -> None:
         assert pair.ini._rx.capacity <= 48 + 4 + limit + 4
         assert not pair.ini_core.errors
     finally:
+        pair.ini.connection_terminate()
+        pair.tgt.connection_terminate()
+
+
+@pytest.mark.parametrize("digest", ["None", "CRC32C"])
+async def test_file_slices_go_out_with_sendfile_or_read_when_a_digest_needs_them(digest: str,
+                                                                                tmp_path) -> None:
+    """The sendfile option: a 12 MiB Put_Data of one FileSlice (bigger than the socket
+    buffers, so sendfile stalls and resumes) between ordinary PDUs arrives intact; with a
+    DataDigest the slice is read into memory instead (the digest needs the bytes)."""
+    payload = os.urandom(BIG)
+    path = tmp_path / "lun.img"
+    path.write_bytes(payload)
+    pair: Pair = await login_pair(keys(**{"MaxRecvDataSegmentLength.initiator": "262144",
+                                          "MaxBurstLength": str(BIG), "DataDigest": digest}),
+                                  {"sendfile": True})
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert pair.tgt.accepts_file_data() == (digest == "None")
+        assert not pair.ini.accepts_file_data()  # initiators never send Data-In
+        buf = bytearray(BIG + 4096)
+        pair.ini.send_control(ScsiCommand(itt=1, read=True, expected_data_transfer_length=BIG + 4096),
+                              data_in=[memoryview(buf)])
+        await pair.tgt_core.wait(lambda: pair.tgt_core.controls)
+        pair.tgt.put_data(DataIn(itt=1), [memoryview(payload[:4096])], False)
+        pair.tgt.put_data(DataIn(itt=1, buffer_offset=4096), [FileSlice(fd, 0, BIG)], True)
+        pair.tgt.send_control(ScsiResponse(itt=1))
+        await pair.ini_core.wait(lambda: pair.ini_core.controls, timeout=10)
+        assert bytes(buf[:4096]) == payload[:4096] and bytes(buf[4096:]) == payload
+        assert pair.tgt_core.completions and not pair.ini_core.errors
+        stats = pair.tgt.stats()
+        assert stats["close_bytes_copied"] == 0 and stats["stall_bytes_copied"] <= stats["write_calls"]
+    finally:
+        os.close(fd)
+        pair.ini.connection_terminate()
+        pair.tgt.connection_terminate()
+
+
+async def test_a_file_that_ends_early_drops_the_connection(tmp_path) -> None:
+    """A file slice the file no longer covers (the file shrank) is never sent short: the
+    connection ends and both cores hear of it, nothing hangs."""
+    path = tmp_path / "short.img"
+    path.write_bytes(os.urandom(8192))
+    pair: Pair = await login_pair(keys(**{"MaxRecvDataSegmentLength.initiator": "262144"}), {"sendfile": True})
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        buf = bytearray(65536)
+        pair.ini.send_control(ScsiCommand(itt=1, read=True, expected_data_transfer_length=65536),
+                              data_in=[memoryview(buf)])
+        await pair.tgt_core.wait(lambda: pair.tgt_core.controls)
+        pair.tgt.put_data(DataIn(itt=1), [FileSlice(fd, 0, 65536)], True)
+        pair.tgt.send_control(ScsiResponse(itt=1))
+        await pair.ini_core.wait(lambda: pair.ini_core.terminated, timeout=5)
+        await pair.tgt_core.wait(lambda: pair.tgt_core.terminated, timeout=5)
+        assert not pair.ini_core.controls  # no response: the read never completed
+    finally:
+        os.close(fd)
         pair.ini.connection_terminate()
         pair.tgt.connection_terminate()

@@ -20,7 +20,8 @@ from datamover.pdu.model import DataIn, DataOut, ScsiCommand, ScsiResponse
 from datamover_tcp.connection import _response_bhs
 from datamover.buffers import MAX_BUFFER, BufferPool
 from datamover_tcp.wire import (collapse_status, command_buffers, data_in_buffers, data_out_buffers,
-                                data_pdu_buffers, decode_command, decode_data_in)
+                                data_pdu_buffers, decode_command, decode_data_in,
+                                decode_response)
 
 RNG = random.Random(20261124)
 
@@ -131,6 +132,19 @@ def test_data_in_decoded_directly_is_the_codecs() -> None:
         expected = decode(wire[:48], wire[48:48 + length])
         got = decode_data_in(wire[:48], wire[48:48 + length] if length else b"")
         assert got == expected
+
+
+def test_scsi_response_decoded_directly_is_the_codecs() -> None:
+    for _ in range(500):
+        sense = RNG.choice([b"", b"\x00\x12" + RNG.randbytes(18)])
+        rsp = ScsiResponse(itt=_u32(), immediate=RNG.random() < 0.1, response=RNG.getrandbits(8),
+                           status=RNG.getrandbits(8), overflow=RNG.random() < 0.5, underflow=RNG.random() < 0.5,
+                           bidi_overflow=RNG.random() < 0.5, bidi_underflow=RNG.random() < 0.5,
+                           stat_sn=_u32(), exp_cmd_sn=_u32(), max_cmd_sn=_u32(), exp_data_sn=_u32(),
+                           residual=_u32(), bidi_read_residual=_u32(), snack_tag=_u32(), data=sense)
+        wire = memoryview(_joined(encode(rsp)))
+        expected = decode(wire[:48], wire[48:48 + len(sense)])
+        assert decode_response(wire[:48], wire[48:48 + len(sense)] if sense else b"") == expected
 
 
 def test_buffer_pool_reuses_and_stays_bounded() -> None:

@@ -59,7 +59,7 @@ from datamover_tcp.negotiated import LOGIN_DATA_LIMIT, NegotiatedKeys
 from datamover.buffers import BufferPool
 from datamover_tcp.sender import BatchedWriter, Buffer
 from datamover_tcp.target_data import TargetData
-from datamover_tcp.wire import (FLAG_F, command_buffers, decode_command, decode_data_in,
+from datamover_tcp.wire import (FLAG_F, command_buffers, decode_command, decode_data_in, decode_response,
                                 FLAG_O, FLAG_O_BIDI, FLAG_U, FLAG_U_BIDI, OP_SCSI_RESPONSE,
                                 SCSI_RESPONSE_BHS)
 
@@ -100,7 +100,8 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
     """A DI connection over one TCP socket (both roles)."""
 
     def __init__(self, role: Role, *, local: Portal | None = None, nodelay: bool = True,
-                 recv_buffer: int = DEFAULT_RECV_BUFFER, phase_collapse: bool = True) -> None:
+                 recv_buffer: int = DEFAULT_RECV_BUFFER, phase_collapse: bool = True,
+                 sendfile: bool = False) -> None:
         DatamoverConnection.__init__(self, role, local, "")
         #: Set by the core (initiator): returns the connection's current ExpStatSN.
         self.exp_stat_sn_source: Callable[[], int] | None = None
@@ -121,6 +122,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
         #: SCSI Responses sent as the status of a read's last Data-In (target)
         self.pdus_collapsed = 0
         self._phase_collapse = phase_collapse
+        self._sendfile = sendfile
 
         self._loop = asyncio.get_running_loop()
         self._nodelay = nodelay
@@ -418,6 +420,12 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
         if self._target is not None:
             self._target.free(itt)
 
+    def accepts_file_data(self) -> bool:
+        """With the ``sendfile`` option, on a target connection without DataDigest whose
+        writes go through ``os.writev``: file slices are sent with ``os.sendfile``."""
+        return (self._sendfile and self._target is not None and not self.data_digest
+                and self._writer.can_send_files())
+
     def alloc_buffer(self, size: int) -> memoryview:
         """A data buffer from this connection's pool (see :class:`~datamover.buffers.BufferPool`)."""
         return self._pool.take(size)
@@ -535,9 +543,16 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                         return
                     rx.consume(total)
                     continue
-                if opcode == 0x25 and self._initiator is not None:
+                initiator = self._initiator
+                if initiator is not None and (opcode == 0x25 or opcode == 0x21):
                     self.pdus_received += 1
-                    self._initiator.on_data_in(decode_data_in(bhs, rx.view(BHS_LENGTH, dsl) if dsl else b""), bhs)
+                    data = rx.view(BHS_LENGTH, dsl) if dsl else b""
+                    if opcode == 0x25:
+                        initiator.on_data_in(decode_data_in(bhs, data), bhs)
+                    else:
+                        response = decode_response(bhs, data)
+                        initiator.free(response.itt)
+                        self._control(response)
                     if not self._reading:
                         return
                     rx.consume(total)

@@ -25,6 +25,12 @@ Limit of the fallback path: where ``writelines`` keeps references instead of cop
 buffer still queued in the transport when ``connection_terminate`` returns stays referenced
 until the transport has drained or dropped it (the writev path copies such leftovers).
 
+File slices (the ``sendfile`` option): a :class:`~datamover.buffers.FileSlice` in the
+backlog is written with ``os.sendfile`` in its place in the stream, between the gather
+writes of the buffers around it; the kernel takes the bytes from the page cache, so a
+file-backed read is never copied through this process. A file that ends before the slice
+does is a write error (the connection drops), never a short PDU.
+
 Completion callbacks (``on_sent``) let ``put_data(notify=True)`` report completion only when
 its bytes are in the kernel, i.e. when the descriptor is no longer referenced.
 """
@@ -37,7 +43,10 @@ import sys
 from collections import deque
 from collections.abc import Callable
 
-Buffer = bytes | bytearray | memoryview
+from datamover.buffers import FileSlice
+
+#: what the writer sends: memory, or (the ``sendfile`` option) a slice of an open file
+Buffer = bytes | bytearray | memoryview | FileSlice
 
 try:
     _IOV_MAX = max(16, os.sysconf("SC_IOV_MAX"))
@@ -106,6 +115,11 @@ class BatchedWriter:
         # it is empty again. That is the writability signal both write paths rely on.
         transport.set_write_buffer_limits(high=0, low=0)
 
+    def can_send_files(self) -> bool:
+        """True when :class:`FileSlice` buffers can be queued (the ``os.writev`` path,
+        whose socket fd ``os.sendfile`` writes too)."""
+        return self._writev
+
     def pending_base(self) -> int:
         """The stream offset the next queued byte will have (bytes ever queued)."""
         return self._queued
@@ -150,7 +164,7 @@ class BatchedWriter:
             return
         if not self._writev:
             if self._backlog:
-                items = list(self._backlog)
+                items = [b.read() if type(b) is FileSlice else b for b in self._backlog]
                 self._backlog.clear()
                 transport.writelines(items)
                 self.writes += 1
@@ -160,12 +174,23 @@ class BatchedWriter:
             return
         backlog = self._backlog
         while backlog:
-            if len(backlog) <= _IOV_MAX:
-                iov: list[Buffer] = list(backlog)
-            else:
-                iov = [backlog[i] for i in range(_IOV_MAX)]
+            head = backlog[0]
             try:
-                sent = os.writev(self._fd, iov)
+                if type(head) is FileSlice:
+                    # straight from the page cache: no copy through this process
+                    wanted = head.length
+                    sent = os.sendfile(self._fd, head.fd, head.offset, wanted)
+                    if sent == 0:
+                        raise OSError(f"file ended {wanted} bytes short of a Data-In being sent")
+                else:
+                    iov: list[Buffer] = []
+                    wanted = 0
+                    for buf in backlog:
+                        if type(buf) is FileSlice or len(iov) == _IOV_MAX:
+                            break
+                        iov.append(buf)
+                        wanted += buf.nbytes if isinstance(buf, memoryview) else len(buf)
+                    sent = os.writev(self._fd, iov)
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError as exc:
@@ -176,17 +201,23 @@ class BatchedWriter:
                 return
             self.writes += 1
             self._consume(sent)
-            if backlog and sent < sum(b.nbytes if isinstance(b, memoryview) else len(b) for b in iov):
+            if backlog and sent < wanted:
                 # The kernel is full. Let the transport wait for writability with a
                 # one-byte write; resume_writing() brings us back.
                 first = backlog.popleft()
-                view = first if isinstance(first, memoryview) else memoryview(first)
-                if view.nbytes > 1:
-                    backlog.appendleft(view[1:])
+                if type(first) is FileSlice:
+                    byte = os.pread(first.fd, 1, first.offset)
+                    if first.length > 1:
+                        backlog.appendleft(first.tail(1))
+                else:
+                    view = first if isinstance(first, memoryview) else memoryview(first)
+                    byte = bytes(view[:1])
+                    if view.nbytes > 1:
+                        backlog.appendleft(view[1:])
                 self._written += 1
                 self.stall_bytes_copied += 1
                 self._paused = True  # until resume_writing (set now: write() may pause)
-                transport.write(bytes(view[:1]))
+                transport.write(byte)
                 if transport.get_write_buffer_size():
                     # The byte is a copy, so every buffer before it is released.
                     self._fire(self._written)
@@ -204,6 +235,9 @@ class BatchedWriter:
             if n <= sent:
                 backlog.popleft()
                 sent -= n
+            elif type(head) is FileSlice:
+                backlog[0] = head.tail(sent)
+                sent = 0
             else:
                 view = head if isinstance(head, memoryview) else memoryview(head)
                 backlog[0] = view[sent:]
@@ -247,7 +281,7 @@ class BatchedWriter:
         for buf in self._backlog:
             n = buf.nbytes if isinstance(buf, memoryview) else len(buf)
             self.close_bytes_copied += n
-            transport.write(bytes(buf))
+            transport.write(buf.read() if type(buf) is FileSlice else bytes(buf))
         self._backlog.clear()
         self._callbacks.clear()
         transport.close()

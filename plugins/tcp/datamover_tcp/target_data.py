@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from datamover.buffers import FileSlice
 from datamover.pdu.codec import encode
 from datamover.pdu.model import DataIn, DataOut, R2T, ScsiResponse
 from datamover.pdu.opcodes import BHS_LENGTH, RESERVED_TAG
@@ -74,6 +75,20 @@ class _SingleView:
         if self._map is None:
             self._map = DescriptorMap(self.views)
         return self._map.slices(offset, length)
+
+
+class _FileSource:
+    """The :class:`DescriptorMap` interface over one file slice (``os.sendfile``)."""
+
+    __slots__ = ("views", "length")
+
+    def __init__(self, piece: FileSlice) -> None:
+        self.views = [piece]
+        self.length = piece.length
+
+    def slices(self, offset: int, length: int) -> list[FileSlice]:
+        piece = self.views[0]
+        return [FileSlice(piece.fd, piece.offset + offset, length)]
 
 
 class WriteBurst:
@@ -119,7 +134,8 @@ class TargetData:
             length = view.nbytes
             keys = conn.keys
             if (0 < length <= keys.max_recv_dsl_initiator and length <= keys.max_burst_length
-                    and view.format == "B" and view.ndim == 1):
+                    and (type(view) is FileSlice and conn.accepts_file_data()
+                         or type(view) is not FileSlice and view.format == "B" and view.ndim == 1)):
                 # A read's only burst, one PDU: what the general branch below does for it,
                 # without its loop and bookkeeping objects (DataSN 0, one PDU, F set).
                 buffers: list[Buffer] = []
@@ -137,7 +153,11 @@ class TargetData:
                     conn._emit(buffers, 1)
                 return
         task = self._task(itt)
-        if len(descriptor) == 1 and descriptor[0].format == "B" and descriptor[0].ndim == 1 and descriptor[0].nbytes:
+        if any(type(element) is FileSlice for element in descriptor):
+            descriptor = self._file_elements(descriptor)
+        if len(descriptor) == 1 and type(descriptor[0]) is FileSlice:
+            source: _SingleView | _FileSource | DescriptorMap = _FileSource(descriptor[0])
+        elif len(descriptor) == 1 and descriptor[0].format == "B" and descriptor[0].ndim == 1 and descriptor[0].nbytes:
             # one flat buffer (every read the core answers): no map needed for one PDU
             source = _SingleView(descriptor[0])
         else:
@@ -210,6 +230,24 @@ class TargetData:
             def on_sent() -> None:
                 conn._data_completion(itt, last_data_sn)
         conn._emit(buffers, count, on_sent)
+
+    def _file_elements(self, descriptor: DataDescriptor) -> list:  # type: ignore[type-arg]
+        """A descriptor holding file slices, as this connection can send it: one slice
+        as it is (sent with os.sendfile), anything else with the slices read into memory
+        (more than one element, a data digest to compute, or no sendfile path)."""
+        if len(descriptor) == 1 and self._conn.accepts_file_data() and descriptor[0].nbytes:
+            return list(descriptor)
+        out: list[memoryview] = []
+        for element in descriptor:
+            if type(element) is FileSlice:
+                data = element.read()
+                if len(data) != element.length:
+                    raise DatamoverUsageError(f"file slice of {element.length} bytes: the file ended after "
+                                              f"{len(data)}")
+                out.append(memoryview(data))
+            else:
+                out.append(element)
+        return out
 
     def get_data(self, r2t: R2T, descriptor: DataDescriptor, notify: bool) -> None:
         conn = self._conn

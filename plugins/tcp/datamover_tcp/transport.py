@@ -60,7 +60,7 @@ class TcpTransport(Transport):
 
     @classmethod
     def option_names(cls) -> Mapping[str, type]:
-        return {"nodelay": bool, "use_uvloop": bool, "recv_buffer": int, "phase_collapse": bool}
+        return {"nodelay": bool, "use_uvloop": bool, "recv_buffer": int, "phase_collapse": bool, "sendfile": bool}
 
     def _connection_options(self) -> dict[str, object]:
         nodelay = self.options.get("nodelay", True)
@@ -72,7 +72,11 @@ class TcpTransport(Transport):
         phase_collapse = self.options.get("phase_collapse", True)
         if not isinstance(phase_collapse, bool):
             raise ValueError(f"transport.tcp option phase_collapse must be a boolean, not {phase_collapse!r}")
-        return {"nodelay": nodelay, "recv_buffer": recv_buffer, "phase_collapse": phase_collapse}
+        sendfile = self.options.get("sendfile", False)
+        if not isinstance(sendfile, bool):
+            raise ValueError(f"transport.tcp option sendfile must be a boolean, not {sendfile!r}")
+        return {"nodelay": nodelay, "recv_buffer": recv_buffer, "phase_collapse": phase_collapse,
+                "sendfile": sendfile}
 
     async def listen(self, portal: Portal, on_accept: AcceptCallback) -> Listener:
         options = self._connection_options()

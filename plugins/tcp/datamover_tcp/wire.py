@@ -16,7 +16,7 @@ import struct
 
 from datamover.pdu.codec import encode_header, segment_tail
 from datamover.pdu.digest import crc32c
-from datamover.pdu.model import DataIn, Pdu, ScsiCommand
+from datamover.pdu.model import DataIn, Pdu, ScsiCommand, ScsiResponse
 
 Buffer = bytes | bytearray | memoryview
 
@@ -166,3 +166,15 @@ def decode_data_in(bhs: memoryview, data: Buffer) -> DataIn:
                   status_present=b1 & FLAG_S != 0, status=status, lun=lun, ttt=ttt, stat_sn=stat_sn,
                   exp_cmd_sn=exp_cmd_sn, max_cmd_sn=max_cmd_sn, data_sn=data_sn, buffer_offset=offset,
                   residual=residual)
+
+
+def decode_response(bhs: memoryview, data: Buffer) -> ScsiResponse:
+    """The ScsiResponse ``codec.decode`` gives for a SCSI Response BHS without AHS; as
+    :func:`decode_command` (what an initiator receives for every write and most commands)."""
+    (b0, b1, response, status, _lengths, itt, snack_tag, stat_sn, exp_cmd_sn, max_cmd_sn, exp_data_sn,
+     bidi_residual, residual) = SCSI_RESPONSE_BHS.unpack_from(bhs)
+    return ScsiResponse(immediate=b0 & 0x40 != 0, itt=itt, data=data, ahs=[], bidi_overflow=b1 & FLAG_O_BIDI != 0,
+                        bidi_underflow=b1 & FLAG_U_BIDI != 0, overflow=b1 & FLAG_O != 0, underflow=b1 & FLAG_U != 0,
+                        response=response, status=status, snack_tag=snack_tag, stat_sn=stat_sn,
+                        exp_cmd_sn=exp_cmd_sn, max_cmd_sn=max_cmd_sn, exp_data_sn=exp_data_sn,
+                        bidi_read_residual=bidi_residual, residual=residual)
