@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from datamover.pdu.codec import DigestError, encode_bytes
-from datamover.pdu.model import LogoutResponse, NopOut
+from datamover.pdu.model import LogoutResponse, NopOut, ScsiCommand
 
 from datamover_tcp.errors import SegmentTooLongError
 
@@ -29,6 +29,27 @@ async def test_corrupted_data_digest_is_reported_and_connection_goes_on(raw_targ
     assert isinstance(error, DigestError) and error.which == "data" and header[:1] == bad[:1]
     assert [p.itt for p in core.controls] == [2] and core.controls[0].data == b"fine"
     assert core.terminated == 0
+    await peer.close()
+    await core.wait(lambda: core.terminated)
+
+
+async def test_scsi_command_with_a_bad_data_digest_is_reported_not_delivered(raw_target) -> None:
+    """SCSI Commands take the receive loop's direct decode: its digest check must catch a
+    corrupted immediate-data digest as the codec does."""
+    peer, tgt, core = await raw_target(keys(**DIGESTS))
+
+    def command(itt: int, data: bytes) -> bytes:
+        return encode_bytes(ScsiCommand(itt=itt, cmd_sn=itt, write=True, expected_data_transfer_length=len(data),
+                                        data=data), header_digest=True, data_digest=True)
+
+    bad = bytearray(command(1, b"x" * 512))
+    bad[48 + 4 + 100] ^= 0x01  # a data byte: the digest no longer matches
+    peer.send(bytes(bad) + command(2, b"y" * 512))
+    await core.wait(lambda: core.controls)
+    assert len(core.errors) == 1
+    error, header = core.errors[0]
+    assert isinstance(error, DigestError) and error.which == "data"
+    assert [p.itt for p in core.controls] == [2] and bytes(core.controls[0].data) == b"y" * 512
     await peer.close()
     await core.wait(lambda: core.terminated)
 
