@@ -101,9 +101,12 @@ class FileSlice:
         """The slice without its first ``skip`` bytes."""
         return FileSlice(self.fd, self.offset + skip, self.length - skip)
 
-    def head(self, length: int) -> FileSlice:
-        """The first ``length`` bytes of the slice."""
-        return FileSlice(self.fd, self.offset, length)
+    def __getitem__(self, part: slice) -> FileSlice:
+        """``piece[start:stop]``: a part of the slice, as for a memoryview (step 1 only)."""
+        start, stop, step = part.indices(self.length)
+        if step != 1:
+            raise ValueError("a FileSlice takes no step")
+        return FileSlice(self.fd, self.offset + start, max(0, stop - start))
 
     def read(self) -> bytes:
         """The bytes, read now (a short file gives fewer)."""

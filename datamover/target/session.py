@@ -39,10 +39,10 @@ from datamover.pdu import (
     encode_header,
 )
 from datamover.pdu.opcodes import LogoutReason, LogoutResponseCode, TmfFunction, TmfResponseCode
+from datamover.scsi.backend import BackendError
 from datamover.session.params import SessionParams
 from datamover.session.serial import sn_add, sn_in_window, sn_lt
 from datamover.target.discovery import TextExchange
-from datamover.scsi.backend import BackendError
 from datamover.target.task import LUN_NUMBERS, MAX_TRANSFER, TargetTask
 
 if TYPE_CHECKING:
@@ -347,51 +347,41 @@ class TargetSession:
             file_data = self._file_data
             if file_data is None:
                 file_data = self._file_data = conn.accepts_file_data()
-            if file_data:
-                piece = lu.backend.file_slice(offset, nbytes)
-                if piece is not None:
-                    self._put_file_slice(cmd, piece)
-                    return True
+            piece = lu.backend.file_slice(offset, nbytes) if file_data else None
+            if piece is not None:
+                self._answer_read(cmd, piece, False)  # no buffer: nothing to release after
+                return True
             buf = conn.alloc_buffer(nbytes)
             try:
                 lu.backend.read_into(offset, buf)
             except BackendError:
                 conn.release_buffer(buf)
                 return False
-            counters["commands"] += 1
-            counters["fast_path"] += 1
-            burst = self.params.max_burst_length
-            exp_cmd_sn, max_cmd_sn = self.exp_cmd_sn, self.max_cmd_sn  # no task comes or goes here
-            if nbytes <= burst:
-                self.put_data(DataIn(itt=itt, lun=cmd.lun, final=True, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn,
-                                     max_cmd_sn=max_cmd_sn), [buf], True)
-            else:
-                for start in range(0, nbytes, burst):
-                    end = start + burst if start + burst < nbytes else nbytes
-                    self.put_data(DataIn(itt=itt, lun=cmd.lun, final=True, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn,
-                                         max_cmd_sn=max_cmd_sn, buffer_offset=start), [buf[start:end]], end == nbytes)
             self._read_buffers[itt] = buf  # released when the last Put_Data completes
-            self.send(ScsiResponse(itt=itt, stat_sn=self.next_stat_sn(), exp_cmd_sn=exp_cmd_sn,
-                                   max_cmd_sn=max_cmd_sn))
+            self._answer_read(cmd, buf, True)
             return True
         self.send(ScsiResponse(itt=itt, stat_sn=self.next_stat_sn(), exp_cmd_sn=self.exp_cmd_sn,
                                max_cmd_sn=self.max_cmd_sn))
         return True
 
-    def _put_file_slice(self, cmd: ScsiCommand, piece: FileSlice) -> None:
-        """Answer a fast-path READ with the file's bytes themselves (the datamover sends
-        them with os.sendfile, see DatamoverConnection.accepts_file_data): no buffer, no
-        copy, nothing to release afterwards."""
+    def _answer_read(self, cmd: ScsiCommand, data: memoryview | FileSlice, notify: bool) -> None:
+        """A fast-path READ's Put_Data bursts (of at most MaxBurstLength) and its SCSI
+        Response. ``data`` is a buffer, or the file's bytes themselves where the datamover
+        sends from files (DatamoverConnection.accepts_file_data: no copy at all)."""
         self.counters["commands"] += 1
         self.counters["fast_path"] += 1
-        nbytes = piece.length
+        nbytes = len(data)
         burst = self.params.max_burst_length
-        exp_cmd_sn, max_cmd_sn = self.exp_cmd_sn, self.max_cmd_sn
-        for start in range(0, nbytes, burst):
-            end = start + burst if start + burst < nbytes else nbytes
+        exp_cmd_sn, max_cmd_sn = self.exp_cmd_sn, self.max_cmd_sn  # no task comes or goes here
+        if nbytes <= burst:
             self.put_data(DataIn(itt=cmd.itt, lun=cmd.lun, final=True, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn,
-                                 max_cmd_sn=max_cmd_sn, buffer_offset=start),
-                          [piece if end - start == nbytes else piece.tail(start).head(end - start)], False)
+                                 max_cmd_sn=max_cmd_sn), [data], notify)  # type: ignore[list-item]
+        else:
+            for start in range(0, nbytes, burst):
+                end = start + burst if start + burst < nbytes else nbytes
+                self.put_data(DataIn(itt=cmd.itt, lun=cmd.lun, final=True, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn,
+                                     max_cmd_sn=max_cmd_sn, buffer_offset=start),
+                              [data[start:end]], notify and end == nbytes)  # type: ignore[list-item]
         self.send(ScsiResponse(itt=cmd.itt, stat_sn=self.next_stat_sn(), exp_cmd_sn=exp_cmd_sn,
                                max_cmd_sn=max_cmd_sn))
 

@@ -168,3 +168,20 @@ async def test_a_file_that_ends_early_drops_the_connection(tmp_path) -> None:
         os.close(fd)
         pair.ini.connection_terminate()
         pair.tgt.connection_terminate()
+
+
+def test_file_slice_parts_are_memoryview_like(tmp_path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(bytes(range(256)) * 4)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        whole = FileSlice(fd, 100, 900)
+        assert len(whole) == whole.nbytes == 900
+        for part in (whole[0:900], whole[10:20], whole[:5], whole[850:], whole[899:2000], whole.tail(7)):
+            assert part.read() == (bytes(range(256)) * 4)[100:1000][slice(part.offset - 100, part.offset - 100
+                                                                            + part.length)]
+        assert whole[10:20].length == 10 and whole[899:2000].length == 1 and whole[5:2].length == 0
+        with pytest.raises(ValueError):
+            whole[::2]
+    finally:
+        os.close(fd)
