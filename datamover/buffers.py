@@ -78,7 +78,7 @@ class BufferPool:
 @dataclass(frozen=True, slots=True)
 class FileSlice:
     """``length`` bytes of an open file from ``offset``: a Put_Data descriptor element for a
-    datamover whose :meth:`DatamoverConnection.accepts_file_data` is true, sent by the
+    datamover that takes them (:meth:`DatamoverConnection.min_file_slice`), sent by the
     kernel straight from the page cache (``os.sendfile``) instead of through a buffer.
 
     The bytes are read when the datamover sends them, not when the slice is made, so the

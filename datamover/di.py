@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 #: A data descriptor (RFC 5047 "Data_Descriptor"): a scatter-gather list of memoryviews.
 #: Sinks (the initiator's read buffer, the target's Get_Data buffer) must be writable. A
 #: Put_Data descriptor may also hold FileSlice elements where the connection accepts them
-#: (DatamoverConnection.accepts_file_data).
+#: (DatamoverConnection.min_file_slice).
 DataDescriptor = Sequence[memoryview]
 
 
@@ -294,13 +294,14 @@ class DatamoverConnection(abc.ABC):
         """Give back a buffer from :meth:`alloc_buffer` once no transfer uses it."""
         return None
 
-    def accepts_file_data(self) -> bool:
-        """True when a Put_Data descriptor may hold :class:`FileSlice` elements.
+    def min_file_slice(self) -> int | None:
+        """The smallest Put_Data, in bytes, this datamover wants as one :class:`FileSlice`
+        rather than in a buffer; None (the default) when it takes no file slices.
 
         Beyond RFC 5047, optional: a file-backed READ then needs no buffer and no copy
-        through user space. Asked after ``enable_datamover``; the default is False.
+        through user space. Asked after ``enable_datamover``.
         """
-        return False
+        return None
 
     def stats(self) -> dict[str, int]:
         """Counters for reports: PDUs or verbs operations, payload bytes and copies."""

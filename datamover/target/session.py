@@ -107,8 +107,8 @@ class TargetSession:
         #: _now() without its per-call loop lookup (one call per PDU received)
         self._clock: Callable[[], float] = _loop_clock()
         self.ping_outstanding: float | None = None  # loop time of an unanswered NOP-In ping
-        #: whether the connection takes FileSlice descriptors (asked on the first read)
-        self._file_data: bool | None = None
+        #: the smallest READ answered with a FileSlice (asked on the first read); -1: none
+        self._min_file_slice: int | None = None
 
     # ---------------------------------------------------------------- numbers
     @property
@@ -344,10 +344,11 @@ class TargetSession:
             if not cmd.read or cmd.write:
                 return False
             conn = self.conn
-            file_data = self._file_data
-            if file_data is None:
-                file_data = self._file_data = conn.accepts_file_data()
-            piece = lu.backend.file_slice(offset, nbytes) if file_data else None
+            min_slice = self._min_file_slice
+            if min_slice is None:
+                answer = conn.min_file_slice()
+                min_slice = self._min_file_slice = -1 if answer is None else answer
+            piece = lu.backend.file_slice(offset, nbytes) if 0 <= min_slice <= nbytes else None
             if piece is not None:
                 self._answer_read(cmd, piece, False)  # no buffer: nothing to release after
                 return True
@@ -367,7 +368,7 @@ class TargetSession:
     def _answer_read(self, cmd: ScsiCommand, data: memoryview | FileSlice, notify: bool) -> None:
         """A fast-path READ's Put_Data bursts (of at most MaxBurstLength) and its SCSI
         Response. ``data`` is a buffer, or the file's bytes themselves where the datamover
-        sends from files (DatamoverConnection.accepts_file_data: no copy at all)."""
+        sends from files (DatamoverConnection.min_file_slice: no copy at all)."""
         self.counters["commands"] += 1
         self.counters["fast_path"] += 1
         nbytes = len(data)

@@ -127,8 +127,8 @@ async def test_file_slices_go_out_with_sendfile_or_read_when_a_digest_needs_them
                                   {"sendfile": True})
     fd = os.open(path, os.O_RDONLY)
     try:
-        assert pair.tgt.accepts_file_data() == (digest == "None")
-        assert not pair.ini.accepts_file_data()  # initiators never send Data-In
+        assert pair.tgt.min_file_slice() == (65536 if digest == "None" else None)
+        assert pair.ini.min_file_slice() is None  # initiators never send Data-In
         buf = bytearray(BIG + 4096)
         pair.ini.send_control(ScsiCommand(itt=1, read=True, expected_data_transfer_length=BIG + 4096),
                               data_in=[memoryview(buf)])

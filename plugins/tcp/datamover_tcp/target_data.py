@@ -134,7 +134,7 @@ class TargetData:
             length = view.nbytes
             keys = conn.keys
             if (0 < length <= keys.max_recv_dsl_initiator and length <= keys.max_burst_length
-                    and (type(view) is FileSlice and conn.accepts_file_data()
+                    and (type(view) is FileSlice and conn.min_file_slice() is not None
                          or type(view) is not FileSlice and view.format == "B" and view.ndim == 1)):
                 # A read's only burst, one PDU: what the general branch below does for it,
                 # without its loop and bookkeeping objects (DataSN 0, one PDU, F set).
@@ -235,7 +235,7 @@ class TargetData:
         """A descriptor holding file slices, as this connection can send it: one slice
         as it is (sent with os.sendfile), anything else with the slices read into memory
         (more than one element, a data digest to compute, or no sendfile path)."""
-        if len(descriptor) == 1 and self._conn.accepts_file_data() and descriptor[0].nbytes:
+        if len(descriptor) == 1 and self._conn.min_file_slice() is not None and descriptor[0].nbytes:
             return list(descriptor)
         out: list[memoryview] = []
         for element in descriptor:
