@@ -66,6 +66,13 @@ class Backend(abc.ABC):
     def read_into(self, offset: int, buf: memoryview) -> None:
         """Fill all of ``buf`` from ``offset``; raise :class:`BackendError` on failure."""
 
+    def read(self, offset: int, length: int) -> bytes:
+        """``length`` bytes from ``offset``, as a new object (for small reads, where a
+        buffer of its own costs less than borrowing and returning a pooled one)."""
+        buf = bytearray(length)
+        self.read_into(offset, memoryview(buf))
+        return bytes(buf)
+
     @abc.abstractmethod
     def write_from(self, offset: int, buf: Buffers) -> None:
         """Write ``buf`` (or the buffers of a list, back to back) at ``offset``."""
@@ -270,6 +277,19 @@ class FileBackend(Backend):
             raise
         except OSError as exc:
             raise BackendError(exc.errno, f"{self.path}: read at {offset}: {exc.strerror}") from exc
+
+    def read(self, offset: int, length: int) -> bytes:
+        if offset < 0 or offset + length > self.size:
+            self._check_range(offset, length)
+        try:
+            data = os.pread(self._fd, length, offset)
+        except OSError as exc:
+            raise BackendError(exc.errno, f"{self.path}: read at {offset}: {exc.strerror}") from exc
+        if len(data) != length:  # huge request, or the file shrank under us
+            buf = bytearray(length)
+            self.read_into(offset, memoryview(buf))
+            return bytes(buf)
+        return data
 
     def write_from(self, offset: int, buf: Buffers) -> None:
         parts = _as_list(buf)

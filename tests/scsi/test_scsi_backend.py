@@ -178,3 +178,19 @@ def test_memory_file_parity(tmp_path: Path, ops: list[tuple[bool, int, int, int,
         for b in backends:
             b.close()
         path.unlink()
+
+
+def test_read_returns_the_bytes_of_read_into_and_checks_the_range(tmp_path: Path) -> None:
+    """Backend.read (the fast path's small READs) against read_into, file and memory."""
+    payload = os.urandom(1 << 16)
+    path = tmp_path / "lun.img"
+    path.write_bytes(payload)
+    for backend in (FileBackend(path), MemoryBackend(1 << 16)):
+        backend.write_from(0, memoryview(payload))
+        for offset, length in ((0, 512), (4096, 4096), (65536 - 16384, 16384), (100, 1)):
+            got = backend.read(offset, length)
+            assert isinstance(got, bytes) and got == payload[offset:offset + length]
+        for offset, length in ((65536 - 512, 1024), (-512, 512)):
+            with pytest.raises(BackendError):
+                backend.read(offset, length)
+        backend.close()
