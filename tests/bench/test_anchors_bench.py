@@ -37,8 +37,8 @@ def test_anchors_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "anchors.json"
     plot = tmp_path / "anchors.png"
     result = subprocess.run([sys.executable, "-m", "bench.anchors", "--smoke", "--verify",
-                             "--workloads", "rand-read-4k-qd32,seq-write-64k-qd32",
-                             "--tcp-option", "phase_collapse=true", "--json", str(out), "--plot", str(plot)],
+                             "--workloads", "rand-read-4k-qd32,seq-read-64k-qd32,seq-write-64k-qd32",
+                             "--tcp-option", "sendfile=true", "--json", str(out), "--plot", str(plot)],
                             capture_output=True, text=True, timeout=240, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "| rand-read-4k-qd32 |" in result.stdout and "ours / tgtd" in result.stdout
