@@ -91,7 +91,13 @@ def _check_section(source: str, section: str, data: object, schema: dict[str, ty
         if not isinstance(value, expected):
             names = expected.__name__ if isinstance(expected, type) else " or ".join(t.__name__ for t in expected)
             raise ConfigError(source, f"{section}.{key}", f"expected {names}, got {type(value).__name__} {value!r}")
+        if key in _SECONDS and value < 0:
+            raise ConfigError(source, f"{section}.{key}", f"expected seconds >= 0, got {value!r}")
     return dict(data)
+
+
+#: durations in seconds (0: the check is off, where the key allows it); never negative
+_SECONDS = frozenset({"login_timeout", "nop_interval", "command_timeout"})
 
 
 def load_config(path: str | Path | None) -> FileConfig:
