@@ -26,7 +26,7 @@ from datamover.scsi.backend import Backend, BackendError
 from datamover.scsi.cdb import check_control
 from datamover.scsi.command import CommandPlan, ScsiRequest, ScsiResult
 from datamover.scsi.commands import CommandSpec, CommandTable, default_table, setup_families
-from datamover.scsi.commands.block_io import FAST_CONTROL, FAST_FUA, FAST_GROUP_RESERVED, FAST_PROTECT, FAST_RW, RW10
+from datamover.scsi.commands.block_io import FAST_FUA, FAST_GROUP_RESERVED, FAST_PROTECT, FAST_RW, RW10
 from datamover.scsi.commands.inquiry import DEFAULT_VPD_PAGES, BlockLimits, VpdBuilder
 from datamover.scsi.commands.mode import DEFAULT_MODE_PAGES, ModePage
 from datamover.scsi.commands.sanitize import DEFAULT_SANITIZE_RATE, SanitizeOperation
@@ -300,7 +300,7 @@ class LogicalUnit:
                 _, flags, lba, group, n, control = layout.unpack_from(cdb)
             else:
                 _, flags, lba, n, group, control = layout.unpack_from(cdb)
-            if (flags & FAST_PROTECT or group & FAST_GROUP_RESERVED or control & FAST_CONTROL or not n
+            if (flags & FAST_PROTECT or group & FAST_GROUP_RESERVED or control & _CONTROL_CHECKED or not n
                     or n > self.max_transfer_blocks or lba + n > self.num_blocks or write and self.read_only):
                 return None
             bs = self.block_size

@@ -5,11 +5,14 @@ it must hold whatever the transport."""
 
 from __future__ import annotations
 
+import contextlib
 import random
 import struct
+from collections.abc import AsyncIterator
 
 import pytest
 
+from datamover.initiator import InitiatorSession
 from datamover.scsi.backend import BackendError
 from datamover.target.server import TargetServer
 from tests.conftest import make_session, running_target
@@ -27,6 +30,19 @@ def _lu(server: TargetServer):  # type: ignore[no-untyped-def]
     return lunmap.get(0)
 
 
+@contextlib.asynccontextmanager
+async def logged_in(transport: str, *, keys: dict[str, str] | None = None,
+                    **target_kwargs: object) -> AsyncIterator[tuple[TargetServer, InitiatorSession]]:
+    """A target with one LUN and an initiator logged in to it (logged out at the end)."""
+    async with running_target(transport, keys=keys, **target_kwargs) as (server, portal):  # type: ignore[arg-type]
+        session = make_session(transport, portal, keys=keys)
+        await session.login()
+        try:
+            yield server, session
+        finally:
+            await session.logout()
+
+
 def read10(lba: int, blocks: int) -> bytes:
     return struct.pack(">BBIBHB", 0x28, 0, lba, 0, blocks, 0)
 
@@ -38,9 +54,7 @@ def write10(lba: int, blocks: int, fua: bool = False) -> bytes:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_plain_reads_and_writes_run_fast_and_read_back(transport: str) -> None:
     rng = random.Random(5)
-    async with running_target(transport) as (server, portal):
-        session = make_session(transport, portal)
-        await session.login()
+    async with logged_in(transport) as (server, session):
         payloads = {}
         for lba in range(0, 2048, 64):  # WRITE(16) with immediate data, READ(16)
             payloads[lba] = rng.randbytes(64 * 512)
@@ -57,7 +71,6 @@ async def test_plain_reads_and_writes_run_fast_and_read_back(transport: str) -> 
                 got = bytes((await session.execute(0, read10(lba, blocks), read_length=len(data))).check().data)
             assert got == data, f"LBA {lba}: read back differs"
         after = _counters(server)
-        await session.logout()
     reads = len(payloads)
     assert after["fast_path"] - before["fast_path"] == reads, "a plain READ missed the fast path"
     assert after["commands"] - before["commands"] == reads
@@ -68,36 +81,28 @@ async def test_plain_reads_and_writes_run_fast_and_read_back(transport: str) -> 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_residual_takes_the_general_path_and_reports_it(transport: str) -> None:
-    async with running_target(transport) as (server, portal):
-        session = make_session(transport, portal)
-        await session.login()
+    async with logged_in(transport) as (server, session):
         await session.write_blocks(0, 0, bytes(range(256)) * 16)
         fast = _counters(server)["fast_path"]
         outcome = (await session.execute(0, read10(0, 8), read_length=8192)).check()  # EDTL 8 KiB, 4 KiB sent
         assert outcome.underflow and outcome.residual == 4096
         assert bytes(outcome.data[:4096]) == bytes(range(256)) * 16
         assert _counters(server)["fast_path"] == fast
-        await session.logout()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_unit_attention_is_reported_before_any_fast_command(transport: str) -> None:
-    async with running_target(transport) as (server, portal):
-        session = make_session(transport, portal)
-        await session.login()
+    async with logged_in(transport) as (server, session):
         await session.read_blocks(0, 0, 8)
         assert await session.lun_reset(0) == 0
         outcome = await session.execute(0, read10(0, 8), read_length=4096, ua_retries=0)
         assert outcome.status == 0x02 and outcome.sense[2] & 0x0F == 0x06, "the reset's unit attention was skipped"
         (await session.execute(0, read10(0, 8), read_length=4096, ua_retries=0)).check()
-        await session.logout()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_backend_error_reaches_the_initiator_as_medium_error(transport: str) -> None:
-    async with running_target(transport) as (server, portal):
-        session = make_session(transport, portal)
-        await session.login()
+    async with logged_in(transport) as (server, session):
         await session.read_blocks(0, 0, 8)
         lu = _lu(server)
         backend = lu.backend
@@ -120,22 +125,18 @@ async def test_a_backend_error_reaches_the_initiator_as_medium_error(transport: 
         assert calls == {"read": 2, "write": 2}
         del backend.read_into, backend.write_from
         (await session.execute(0, read10(0, 8), read_length=4096)).check()
-        await session.logout()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_writes_without_all_their_data_in_the_command_take_the_general_path(transport: str) -> None:
     keys = {"ImmediateData": "No", "InitialR2T": "Yes"}
-    async with running_target(transport, keys=keys) as (server, portal):
-        session = make_session(transport, portal, keys=keys)
-        await session.login()
+    async with logged_in(transport, keys=keys) as (server, session):
         await session.read_blocks(0, 0, 8)  # the nexus's first command: general path
         data = random.Random(9).randbytes(32 * 512)
         await session.write_blocks(0, 100, data)  # its data comes after an R2T
         assert _counters(server)["fast_path"] == 0
         assert bytes(await session.read_blocks(0, 100, 32)) == data
         assert _counters(server)["fast_path"] == 1
-        await session.logout()
 
 
 @pytest.mark.parametrize("sendfile", [False, True])
@@ -148,10 +149,8 @@ async def test_file_lun_reads_over_tcp_with_and_without_sendfile(sendfile: bool,
     lun = LunConfig(str(tmp_path / "lun.img"), 16 << 20)
     keys = {"MaxBurstLength": "262144"}
     rng = random.Random(3)
-    async with running_target("tcp", luns=[lun], keys=keys, transport_options={"sendfile": sendfile}) as (server,
-                                                                                                       portal):
-        session = make_session("tcp", portal, keys=keys)
-        await session.login()
+    async with logged_in("tcp", keys=keys, luns=[lun], transport_options={"sendfile": sendfile}) as (server,
+                                                                                                   session):
         await session.read_blocks(0, 0, 8)  # the nexus's first command
         (target_session,) = server.sessions.values()
         assert (target_session.conn.min_file_slice() is not None) == sendfile
@@ -171,7 +170,6 @@ async def test_file_lun_reads_over_tcp_with_and_without_sendfile(sendfile: bool,
             assert bytes(got) == bytes(expected[lba2 * 512:(lba2 + blocks) * 512])
         stats = target_session.conn.stats()
         counters = dict(target_session.counters)
-        await session.logout()
     assert counters["fast_path"] >= 40  # every READ (WRITEs above FirstBurstLength take R2Ts)
     buffers = stats["buffers_allocated"] + stats["buffers_reused"]
     if sendfile:  # the nexus's first read and the solicited writes: no READ took a buffer

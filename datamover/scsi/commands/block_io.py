@@ -213,9 +213,8 @@ FAST_RW: dict[int, tuple[CommandSpec, struct.Struct, bool]] = {
     for spec in COMMANDS
     if spec.opcode in (Opcode.READ_10, Opcode.READ_16, Opcode.WRITE_10, Opcode.WRITE_16)
 }
-#: what must be clear for the fast path: RDPROTECT/WRPROTECT, the group byte's reserved
-#: bits, NACA/LINK in CONTROL (each makes the general path answer with a CHECK CONDITION)
-FAST_PROTECT, FAST_GROUP_RESERVED, FAST_CONTROL = _PROTECT, _GROUP_RESERVED, 0x05
-FAST_FUA = _FUA
+#: what must be clear for the fast path: RDPROTECT/WRPROTECT and the group byte's reserved
+#: bits (each makes the general path answer with a CHECK CONDITION); FUA asks for a flush
+FAST_PROTECT, FAST_GROUP_RESERVED, FAST_FUA = _PROTECT, _GROUP_RESERVED, _FUA
 RW10 = _RW10
 

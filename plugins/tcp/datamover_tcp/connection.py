@@ -537,15 +537,17 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                 if self._small_run > 2:
                     self._expect_large = False
             self._header_checked = False
+            opcode = bhs[0] & 0x3F
+            initiator = self._initiator
             data_start = BHS_LENGTH + 4 if hd else BHS_LENGTH  # the header digest is checked above
-            if not ahs_bytes and (not dd or not dsl or crc32c(rx.view(data_start, (dsl + 3) & ~3))
-                                  == int.from_bytes(rx.view(data_start + ((dsl + 3) & ~3), 4), "little")):
+            if (not ahs_bytes and (opcode == 0x01 or initiator is not None and (opcode == 0x25 or opcode == 0x21))
+                    and (not dd or not dsl or crc32c(rx.view(data_start, (dsl + 3) & ~3))
+                         == int.from_bytes(rx.view(data_start + ((dsl + 3) & ~3), 4), "little"))):
                 # A SCSI Command (most of what a target receives), a Data-In or a SCSI
                 # Response (most of what an initiator receives), digests verified: decoded
                 # without the codec's generic checks, which these PDUs cannot fail, and
                 # handed on as _dispatch would. (A bad data digest takes the codec's path,
-                # which reports it.)
-                opcode = bhs[0] & 0x3F
+                # which reports it; other PDUs go there without being digested here.)
                 if opcode == 0x01:
                     self.pdus_received += 1
                     self._control(decode_command(bhs, rx.view(data_start, dsl) if dsl else b""))
@@ -553,20 +555,19 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                         return
                     rx.consume(total)
                     continue
-                initiator = self._initiator
-                if initiator is not None and (opcode == 0x25 or opcode == 0x21):
-                    self.pdus_received += 1
-                    data = rx.view(data_start, dsl) if dsl else b""
-                    if opcode == 0x25:
-                        initiator.on_data_in(decode_data_in(bhs, data), bhs)
-                    else:
-                        response = decode_response(bhs, data)
-                        initiator.free(response.itt)
-                        self._control(response)
-                    if not self._reading:
-                        return
-                    rx.consume(total)
-                    continue
+                assert initiator is not None
+                self.pdus_received += 1
+                data = rx.view(data_start, dsl) if dsl else b""
+                if opcode == 0x25:
+                    initiator.on_data_in(decode_data_in(bhs, data), bhs)
+                else:
+                    response = decode_response(bhs, data)
+                    initiator.free(response.itt)
+                    self._control(response)
+                if not self._reading:
+                    return
+                rx.consume(total)
+                continue
             try:
                 pdu, _ = decode_pdu(rx.view(0, total), header_digest=hd, data_digest=dd)
             except PduFormatError as exc:

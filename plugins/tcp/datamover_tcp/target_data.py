@@ -87,8 +87,7 @@ class _FileSource:
         self.length = piece.length
 
     def slices(self, offset: int, length: int) -> list[FileSlice]:
-        piece = self.views[0]
-        return [FileSlice(piece.fd, piece.offset + offset, length)]
+        return [self.views[0][offset:offset + length]]
 
 
 class WriteBurst:
