@@ -22,6 +22,8 @@ if [ "${DATAMOVER_SKIP_APT:-0}" != 1 ] && command -v apt-get >/dev/null 2>&1; th
     packages=()
     # Debian's python3 has no venv module without python3-venv
     "$PYTHON" -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
+    # ISA-L's CRC32C computes long data digests at twice the PyPI package's rate (optional)
+    dpkg -s libisal2 >/dev/null 2>&1 || packages+=(libisal2)
     if [ "${DATAMOVER_PEERS:-1}" != 0 ]; then
         # libiscsi-dev and a C compiler build bench/iscsi_load.c (the benchmark smoke test)
         for pkg in libiscsi-bin libiscsi-dev tgt tshark gcc libc6-dev; do

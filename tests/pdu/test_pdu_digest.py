@@ -135,3 +135,52 @@ def test_segment_tail_is_the_same_over_pieces_as_over_the_joined_segment() -> No
     assert tail[:3] == b"\0\0\0" and int.from_bytes(tail[3:], "little") == crc32c(data + b"\0\0\0")
     assert segment_tail([], 0, True) == b""
     assert segment_tail([data[:8]], 8, False) == b""
+
+
+# ------------------------------------------------------------------ ISA-L for long buffers
+needs_isal = pytest.mark.skipif(not digest_module.ISAL,
+                                reason="libisal.so.2 (Debian libisal2) not installed: the crc32c package "
+                                       "serves every length, which the tests above cover")
+
+
+@needs_isal
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(min_size=0, max_size=4096), start=st.integers(0, 64), value=st.integers(0, 0xFFFFFFFF))
+def test_isal_agrees_with_package(data: bytes, start: int, value: int) -> None:
+    import crc32c as package
+
+    view = memoryview(data)[min(start, len(data)):]  # read-only and offset: any buffer lends its address
+    assert digest_module.crc32c_isal(view, value) == package.crc32c(view, value)
+    assert digest_module.crc32c_isal(bytearray(data)) == package.crc32c(data)
+
+
+@needs_isal
+@pytest.mark.parametrize("size", [digest_module.ISAL_MIN - 1, digest_module.ISAL_MIN, (1 << 20) + 3])
+def test_long_buffers_go_to_isal_with_the_same_result(size: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import crc32c as package
+
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    calls: list[int] = []
+    real = digest_module.crc32c_isal
+    monkeypatch.setattr(digest_module, "crc32c_isal", lambda d, v=0: calls.append(len(d)) or real(d, v))
+    assert crc32c is digest_module.crc32c  # the package re-exports the dispatching function
+    assert digest_module.crc32c(data) == package.crc32c(data)
+    half = size // 2
+    assert digest_module.crc32c(data[half:], digest_module.crc32c(data[:half])) == package.crc32c(data)
+    assert bool(calls) == (size >= digest_module.ISAL_MIN)
+
+
+@needs_isal
+def test_isal_splits_lengths_beyond_its_int(monkeypatch: pytest.MonkeyPatch) -> None:
+    import crc32c as package
+
+    monkeypatch.setattr(digest_module, "_ISAL_PIECE", 1000)  # as if 1000 bytes were INT_MAX
+    data = bytes(range(251)) * 20
+    assert digest_module.crc32c_isal(data) == package.crc32c(data)
+    assert digest_module.crc32c_isal(b"") == 0
+
+
+def test_isal_absent_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(digest_module, "_isal_crc32_iscsi", None)
+    with pytest.raises(RuntimeError, match="ISA-L"):
+        digest_module.crc32c_isal(b"abc")
