@@ -148,6 +148,9 @@ class InitiatorSession:
         #: per command cost more than the rest of its bookkeeping); None while nothing is
         #: watched
         self._watchdog: asyncio.TimerHandle | None = None
+        #: the loop the session logged in on, for the per-command futures and timers
+        #: (asyncio.get_running_loop() also makes a getpid() system call in Python 3.11)
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # ================================================================= lifecycle
     async def login(self) -> None:
@@ -157,6 +160,7 @@ class InitiatorSession:
             self._nop_task = asyncio.get_running_loop().create_task(self._nop_loop())
 
     async def _connect_and_login(self) -> None:
+        self._loop = asyncio.get_running_loop()
         conn = await self.transport.connect(self.portal, timeout=self.config.login_timeout)
         try:
             result = await self._login_on(conn)
@@ -566,7 +570,7 @@ class InitiatorSession:
     # ================================================================= plumbing
     def _new_request(self, kind: str, build: Callable[[int, int], Pdu], *, lun: int = 0,
                      immediate: bool = False) -> _Pending:
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[object] = (self._loop or asyncio.get_running_loop()).create_future()
         return _Pending(kind=kind, future=future, build=build, lun=lun, immediate=immediate)
 
     def _allocate_itt(self) -> int:
@@ -628,7 +632,7 @@ class InitiatorSession:
         pending.issued += 1
         self._pending[itt] = pending
         if pending.watched:
-            loop = asyncio.get_running_loop()
+            loop = self._loop or asyncio.get_running_loop()
             limit = self.config.command_timeout
             pending.deadline = loop.time() + limit
             if self._watchdog is None:

@@ -147,6 +147,37 @@ async def test_file_slices_go_out_with_sendfile_or_read_when_a_digest_needs_them
         pair.tgt.connection_terminate()
 
 
+async def test_headers_before_file_slices_go_with_msg_more_on_a_dup_closed_with_the_connection(
+        tmp_path) -> None:
+    """Each Data-In header before a file slice is written with sendmsg(MSG_MORE) on a
+    socket made on a dup of the connection's fd: eight READs arrive intact, interleaved
+    with their responses, and the dup is closed when the connection ends (no fd leak)."""
+    payload = os.urandom(8 * 65536)
+    path = tmp_path / "lun.img"
+    path.write_bytes(payload)
+    pair: Pair = await login_pair(keys(**{"MaxRecvDataSegmentLength.initiator": "262144"}), {"sendfile": True})
+    fd = os.open(path, os.O_RDONLY)
+    writer = pair.tgt._writer
+    open_fds = len(os.listdir("/proc/self/fd"))
+    try:
+        buffers = [bytearray(65536) for _ in range(8)]
+        for i, buf in enumerate(buffers):
+            pair.ini.send_control(ScsiCommand(itt=i + 1, read=True, expected_data_transfer_length=65536),
+                                  data_in=[memoryview(buf)])
+        await pair.tgt_core.wait(lambda: len(pair.tgt_core.controls) == 8)
+        for i in range(8):
+            pair.tgt.put_data(DataIn(itt=i + 1), [FileSlice(fd, i * 65536, 65536)], False)
+            pair.tgt.send_control(ScsiResponse(itt=i + 1))
+        await pair.ini_core.wait(lambda: len(pair.ini_core.controls) == 8, timeout=10)
+        assert b"".join(buffers) == payload and not pair.ini_core.errors
+        assert writer._more_socket is not None and len(os.listdir("/proc/self/fd")) == open_fds + 1
+    finally:
+        os.close(fd)
+        pair.ini.connection_terminate()
+        pair.tgt.connection_terminate()
+    assert writer._more_socket is None and len(os.listdir("/proc/self/fd")) <= open_fds - 1
+
+
 async def test_a_file_that_ends_early_drops_the_connection(tmp_path) -> None:
     """A file slice the file no longer covers (the file shrank) is never sent short: the
     connection ends and both cores hear of it, nothing hangs."""
