@@ -280,22 +280,6 @@ class InitiatorSession:
         another initiator's reset was not executed by the device, so it is retried up to
         ``ua_retries`` times, as operating-system initiators do.
         """
-        for _ in range(ua_retries):
-            outcome = await self._execute_once(lun, cdb, data_out=data_out, read_length=read_length,
-                                               read_buffer=read_buffer, attr=attr, timeout=timeout)
-            if outcome.status == TASK_ABORTED:
-                # another initiator's reset aborted it before it ran (TAS): try again
-                log.info("command on LUN %d aborted by another nexus: retrying", lun)
-                continue
-            if not (outcome.status == 0x02 and _sense_key(outcome.sense) == 0x06):
-                return outcome
-            log.info("unit attention on LUN %d (ASC/ASCQ %s): retrying", lun, outcome.sense[12:14].hex())
-        return await self._execute_once(lun, cdb, data_out=data_out, read_length=read_length,
-                                         read_buffer=read_buffer, attr=attr, timeout=timeout)
-
-    async def _execute_once(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None,
-                            read_length: int, read_buffer: memoryview | bytearray | None, attr: int,
-                            timeout: float | None) -> ScsiOutcome:
         out_view = memoryview(data_out).cast("B") if data_out is not None else None
         if read_buffer is not None:
             in_view: memoryview | None = memoryview(read_buffer).cast("B")
@@ -307,28 +291,42 @@ class InitiatorSession:
             raise ValueError("bidirectional commands are not supported")
         edtl = len(out_view) if out_view is not None else (len(in_view) if in_view is not None else 0)
         raw_lun = encode_lun(lun)
+        cdb = bytes(cdb)
 
         def build(itt: int, cmd_sn: int) -> Pdu:
             return ScsiCommand(itt=itt, final=True, read=in_view is not None, write=out_view is not None,
                                attr=attr, lun=raw_lun, expected_data_transfer_length=edtl,
-                               cmd_sn=cmd_sn, exp_stat_sn=self.exp_stat_sn, cdb=bytes(cdb))
+                               cmd_sn=cmd_sn, exp_stat_sn=self.exp_stat_sn, cdb=cdb)
 
-        pending = self._new_request("scsi", build, lun=raw_lun)
-        pending.data_out, pending.data_in = out_view, in_view
-        # without a timeout of the caller's, command_timeout applies (see _check_overdue)
-        pending.watched = timeout is None and self.config.command_timeout > 0
-        if self._state == "up" and self.conn is not None and sn_le(self.cmd_sn, self.max_cmd_sn):
-            self._transmit(pending)  # the window is open: what _send_ordered would do at once
-        else:
-            await self._send_ordered(pending)
-        if timeout is not None:
-            result = await asyncio.wait_for(pending.future, timeout)
-        else:
-            # Cancelling the caller cancels the future; a response that still comes finds
-            # it done and is dropped (the target has run the command regardless).
-            result = await pending.future
-        assert isinstance(result, ScsiOutcome)
-        return result
+        attempt = 0
+        while True:
+            # One attempt, inline rather than in a coroutine of its own (one less frame to
+            # create and resume per command).
+            pending = self._new_request("scsi", build, lun=raw_lun)
+            pending.data_out, pending.data_in = out_view, in_view
+            # without a timeout of the caller's, command_timeout applies (see _check_overdue)
+            pending.watched = timeout is None and self.config.command_timeout > 0
+            if self._state == "up" and self.conn is not None and sn_le(self.cmd_sn, self.max_cmd_sn):
+                self._transmit(pending)  # the window is open: what _send_ordered would do at once
+            else:
+                await self._send_ordered(pending)
+            if timeout is not None:
+                outcome = await asyncio.wait_for(pending.future, timeout)
+            else:
+                # Cancelling the caller cancels the future; a response that still comes finds
+                # it done and is dropped (the target has run the command regardless).
+                outcome = await pending.future
+            assert isinstance(outcome, ScsiOutcome)
+            if attempt >= ua_retries:
+                return outcome
+            attempt += 1
+            if outcome.status == TASK_ABORTED:
+                # another initiator's reset aborted it before it ran (TAS): try again
+                log.info("command on LUN %d aborted by another nexus: retrying", lun)
+                continue
+            if not (outcome.status == 0x02 and _sense_key(outcome.sense) == 0x06):
+                return outcome
+            log.info("unit attention on LUN %d (ASC/ASCQ %s): retrying", lun, outcome.sense[12:14].hex())
 
     def _check_overdue(self) -> None:
         """The command_timeout check, every eighth of it: a command without a response

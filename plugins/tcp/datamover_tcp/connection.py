@@ -627,6 +627,10 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                 error = DigestError("data", "data digest mismatch", bytes(bhs))
         rx.consume(direct.trailer)
         self.pdus_received += 1
+        if error is None and self._initiator is not None and len(direct.header) == BHS_LENGTH:
+            # a Data-In without AHS (every one): decoded directly, as in _process
+            self._initiator.on_data_in(decode_data_in(bhs, b""), bhs, direct.length)
+            return
         if error is None:
             header = bytearray(direct.header)
             header[5:8] = b"\0\0\0"  # the data is placed already; decode the header alone
