@@ -462,7 +462,8 @@ class InitiatorSession:
     async def write_blocks(self, lun: int, lba: int, data: bytes | bytearray | memoryview,
                            block_size: int = 512, fua: bool = False) -> ScsiOutcome:
         count = len(data) // block_size
-        chunk = await self._chunk_blocks(lun, count, block_size)
+        small = count * block_size <= SMALL_TRANSFER and self.transport.max_command_bytes() is None
+        chunk = count if small else await self._chunk_blocks(lun, count, block_size)
         if chunk < count:
             view = memoryview(data).cast("B")
             outcome: ScsiOutcome | None = None
