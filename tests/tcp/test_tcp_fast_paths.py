@@ -20,7 +20,7 @@ from datamover.pdu.model import DataIn, DataOut, ScsiCommand, ScsiResponse
 from datamover_tcp.connection import _response_bhs
 from datamover.buffers import MAX_BUFFER, BufferPool
 from datamover_tcp.wire import (collapse_status, command_buffers, data_in_buffers, data_out_buffers,
-                                data_pdu_buffers, decode_command, decode_data_in,
+                                data_out_run, data_pdu_buffers, decode_command, decode_data_in,
                                 decode_response)
 
 RNG = random.Random(20261124)
@@ -54,6 +54,30 @@ def test_data_in_and_out_headers_match_the_codec(digests: tuple[bool, bool]) -> 
         data_out_buffers(out, final, dout.lun, dout.itt, dout.ttt, dout.exp_stat_sn, dout.data_sn,
                          dout.buffer_offset, pieces, length, hd, dd)
         assert _joined(out) == _joined(data_pdu_buffers(dout, pieces, length, header_digest=hd, data_digest=dd))
+
+
+def test_data_out_run_is_the_codecs_data_out_sequence() -> None:
+    """An R2T's answer from one buffer (data_out_run) is, byte for byte, the codec's
+    Data-Out PDUs: DataSN from 0, offsets, F on the last, padding of odd lengths."""
+    payload = bytes(RNG.getrandbits(8) for _ in range(70_000))
+    view = memoryview(payload)
+    for _ in range(200):
+        offset = RNG.randrange(0, 1000)
+        wanted = RNG.randrange(1, len(payload) - offset + 1)
+        limit = RNG.choice([512, 8192, 8191, 65536, 3])
+        lun, itt, ttt, exp_stat_sn = _u32() << 32 | _u32(), _u32(), _u32(), _u32()
+        out: list = []  # type: ignore[type-arg]
+        count = data_out_run(out, view, offset, wanted, limit, lun, itt, ttt, exp_stat_sn)
+        expected = b""
+        done = data_sn = 0
+        while done < wanted:
+            take = min(limit, wanted - done)
+            pdu = DataOut(final=done + take == wanted, lun=lun, itt=itt, ttt=ttt, exp_stat_sn=exp_stat_sn,
+                          data_sn=data_sn, buffer_offset=offset + done, data=payload[offset + done:offset + done + take])
+            expected += b"".join(bytes(b) for b in encode(pdu))
+            done += take
+            data_sn += 1
+        assert count == data_sn and _joined(out) == expected
 
 
 def test_collapsed_status_is_the_codecs_status_carrying_data_in() -> None:

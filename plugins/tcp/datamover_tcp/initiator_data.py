@@ -35,7 +35,7 @@ from datamover.pdu.opcodes import BHS_LENGTH
 from datamover_tcp.descriptor import DescriptorMap
 from datamover_tcp.direct import data_pdu_fields
 from datamover_tcp.errors import DataPduError, DatamoverUsageError
-from datamover_tcp.wire import Buffer, data_out_buffers
+from datamover_tcp.wire import Buffer, data_out_buffers, data_out_run
 
 if TYPE_CHECKING:
     from datamover.di import DataDescriptor
@@ -169,6 +169,11 @@ class InitiatorData:
         data_sn = 0
         done = 0
         itt, ttt, lun = r2t.itt, r2t.ttt, task.lun
+        if not hd and not dd and len(source.views) == 1:
+            # one flat write buffer, no digests (the usual case): the loop below, unrolled
+            conn._emit(buffers, data_out_run(buffers, source.views[0], offset, wanted, limit, lun, itt, ttt,
+                                             exp_stat_sn))
+            return
         while done < wanted:
             take = min(limit, wanted - done)
             data_out_buffers(buffers, done + take == wanted, lun, itt, ttt, exp_stat_sn, data_sn, offset + done,

@@ -115,6 +115,32 @@ def data_out_buffers(out: list[Buffer], final: bool, lun: int, itt: int, ttt: in
         out.append(tail)
 
 
+def data_out_run(out: list[Buffer], view: memoryview, offset: int, wanted: int, limit: int, lun: int, itt: int,
+                 ttt: int, exp_stat_sn: int) -> int:
+    """Append the Data-Out PDUs answering one R2T from one flat buffer, without digests:
+    the bytes of a :func:`data_out_buffers` loop (DataSN from 0, F on the last), without its
+    per-PDU slicing of a descriptor and tail. Returns the number of PDUs. (Against tgtd's
+    8 KiB MaxRecvDataSegmentLength a 1 MiB write is 128 of them.)"""
+    pack = DATA_OUT_BHS.pack
+    append = out.append
+    data_sn = 0
+    done = 0
+    while done < wanted:
+        take = limit if wanted - done > limit else wanted - done
+        start = offset + done
+        done += take
+        append(pack(OP_DATA_OUT, FLAG_F if done == wanted else 0, take, lun, itt, ttt, exp_stat_sn, data_sn, start))
+        append(view[start:start + take])
+        if take & 3:
+            append(_PADS[-take & 3])
+        data_sn += 1
+    return data_sn
+
+
+#: padding after a data segment of length L: _PADS[-L & 3] (RFC 7143 11.1)
+_PADS = (b"", b"\0", b"\0\0", b"\0\0\0")
+
+
 def command_buffers(p: ScsiCommand, header_digest: bool, data_digest: bool) -> list[Buffer] | None:
     """The gather list ``codec.encode`` makes for a plain SCSI Command (CDB of at most 16
     bytes, no AHS), packed directly; None for anything else (the codec handles those)."""
