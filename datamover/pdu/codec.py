@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Iterable
 
-from datamover.pdu.digest import crc32c
+from datamover.pdu.digest import crc32c, crc32c_short
 from datamover.pdu.model import (
     R2T,
     Ahs,
@@ -464,7 +464,7 @@ def encode(pdu: Pdu, *, header_digest: bool = False, data_digest: bool = False) 
     """
     header = encode_header(pdu)
     if header_digest:
-        header += _LE32.pack(crc32c(header))
+        header += _LE32.pack(crc32c_short(header))
     data = pdu.data
     if not len(data):
         return [header]
@@ -489,7 +489,7 @@ def segment_tail(pieces: Iterable[Buffer], length: int, data_digest: bool) -> by
     for piece in pieces:
         value = crc32c(piece, value)
     if pad:
-        value = crc32c(pad, value)
+        value = crc32c_short(pad, value)
     return pad + _LE32.pack(value)
 
 
@@ -803,7 +803,7 @@ def decode_pdu(buf: Buffer, *, header_digest: bool = False, data_digest: bool = 
     view = b if type(b) is memoryview else memoryview(b)
     if header_digest and size >= data_start:
         expected = _LE32.unpack_from(view, header_end)[0]
-        if crc32c(view[:header_end]) != expected:
+        if crc32c_short(view[:header_end]) != expected:
             raise DigestError("header", "header digest mismatch", bytes(view[:BHS_LENGTH]))
     if size < total:
         raise IncompletePdu(f"PDU needs {total} bytes, have {size}", total, bytes(view[:BHS_LENGTH]))

@@ -139,6 +139,11 @@ ISAL: bool = _isal_crc32_iscsi is not None and _crc32c_native is not None
 crc32c: Callable[..., int] = (_crc32c_dispatch if ISAL else
                               _crc32c_native if _crc32c_native is not None else crc32c_python)
 
+#: ``crc32c`` for buffers known to be short (headers, padding): the package's function itself,
+#: without the length test (a Python call of its own, a few per PDU) that sends long buffers
+#: to ISA-L
+crc32c_short: Callable[..., int] = _crc32c_native if _crc32c_native is not None else crc32c_python
+
 
 def digest(buffers: Iterable[Buffer]) -> bytes:
     """The 4-byte wire digest of the concatenation of ``buffers`` (little-endian CRC32C)."""

@@ -184,3 +184,14 @@ def test_isal_absent_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(digest_module, "_isal_crc32_iscsi", None)
     with pytest.raises(RuntimeError, match="ISA-L"):
         digest_module.crc32c_isal(b"abc")
+
+
+def test_short_variant_is_the_package_without_dispatch() -> None:
+    """Header digests skip the length test: crc32c_short is the package's own function
+    (or the fallback), and agrees with crc32c on a header."""
+    if digest_module.NATIVE:
+        import crc32c as package
+
+        assert digest_module.crc32c_short is package.crc32c
+    header = bytes(range(48))
+    assert digest_module.crc32c_short(header) == crc32c(header) == digest_module.crc32c_python(header)

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from datamover.di import ConnectionClosed, DatamoverConnection, Portal, Role
 from datamover.pdu.codec import DigestError, PduFormatError, decode, decode_pdu, encode, peek_lengths, wire_length
-from datamover.pdu.digest import crc32c
+from datamover.pdu.digest import crc32c, crc32c_short
 from datamover.pdu.model import DataIn, DataOut, R2T, ScsiCommand, ScsiResponse
 from datamover.pdu.opcodes import BHS_LENGTH, RESERVED_TAG, Opcode
 
@@ -391,7 +391,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                 except struct.error:
                     pass
                 else:
-                    self._emit([bhs + _LE32.pack(crc32c(bhs)) if self.header_digest else bhs], 1)
+                    self._emit([bhs + _LE32.pack(crc32c_short(bhs)) if self.header_digest else bhs], 1)
                     return
         self._emit(encode(pdu, header_digest=self.header_digest, data_digest=self.data_digest), 1)
 
@@ -513,7 +513,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                 if available < header_end + 4:
                     rx.reserve(header_end + 4)
                     break
-                if crc32c(rx.view(0, header_end)) != int.from_bytes(rx.view(header_end, 4), "little"):
+                if not rx.digest_ok(0, header_end):
                     self._fatal(DigestError("header", "header digest mismatch", bytes(bhs)))
                     return
                 self._header_checked = True
@@ -541,8 +541,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
             initiator = self._initiator
             data_start = BHS_LENGTH + 4 if hd else BHS_LENGTH  # the header digest is checked above
             if (not ahs_bytes and (opcode == 0x01 or initiator is not None and (opcode == 0x25 or opcode == 0x21))
-                    and (not dd or not dsl or crc32c(rx.view(data_start, (dsl + 3) & ~3))
-                         == int.from_bytes(rx.view(data_start + ((dsl + 3) & ~3), 4), "little"))):
+                    and (not dd or not dsl or rx.digest_ok(data_start, (dsl + 3) & ~3, crc32c))):
                 # A SCSI Command (most of what a target receives), a Data-In or a SCSI
                 # Response (most of what an initiator receives), digests verified: decoded
                 # without the codec's generic checks, which these PDUs cannot fail, and
@@ -622,7 +621,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
             for piece in direct.pieces:
                 value = crc32c(piece, value)
             if pad:
-                value = crc32c(trailer[:pad], value)
+                value = crc32c_short(trailer[:pad], value)
             if value != int.from_bytes(trailer[pad:], "little"):
                 error = DigestError("data", "data digest mismatch", bytes(bhs))
         rx.consume(direct.trailer)

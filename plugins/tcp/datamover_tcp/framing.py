@@ -14,6 +14,14 @@ The framing itself (lengths, digests, limits) is ``TcpConnection._process``.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
+
+from datamover.pdu.digest import crc32c_short
+
+#: digests are stored little-endian (RFC 7143 13.1)
+_LE32 = struct.Struct("<I")
+
 
 class ReceiveBuffer:
     """A bytearray holding received, not yet consumed bytes in ``[start, end)``."""
@@ -47,6 +55,13 @@ class ReceiveBuffer:
         """``length`` received bytes from ``start + offset`` (aliasing the buffer)."""
         base = self.start + offset
         return self._view[base:base + length]
+
+    def digest_ok(self, offset: int, length: int, crc: Callable[..., int] = crc32c_short) -> bool:
+        """True when the 4 bytes after ``length`` received bytes from ``start + offset`` are
+        their CRC32C (a header or data digest checked in place, in one call: the views and
+        the unpacking around a 48-byte CRC cost more than the CRC itself)."""
+        base = self.start + offset
+        return crc(self._view[base:base + length]) == _LE32.unpack_from(self._buf, base + length)[0]
 
     def write_area(self) -> memoryview:
         """Where the next ``recv_into`` may write; compacts first when the tail is short."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 
 from datamover.pdu.codec import encode_header, segment_tail
-from datamover.pdu.digest import crc32c
+from datamover.pdu.digest import crc32c_short
 from datamover.pdu.model import DataIn, Pdu, ScsiCommand, ScsiResponse
 
 Buffer = bytes | bytearray | memoryview
@@ -53,7 +53,7 @@ def data_pdu_buffers(header: Pdu, pieces: list[memoryview], length: int, *,
     bhs = bytearray(encode_header(header))
     _LENGTHS.pack_into(bhs, 4, length)
     if header_digest:
-        bhs += _LE32.pack(crc32c(bhs))
+        bhs += _LE32.pack(crc32c_short(bhs))
     out: list[Buffer] = [bhs]
     out.extend(pieces)
     tail = segment_tail(pieces, length, data_digest)
@@ -74,7 +74,7 @@ def data_in_buffers(out: list[Buffer], b1: int, status: int, lun: int, itt: int,
     DATA_IN_BHS.pack_into(bhs, 0, OP_DATA_IN, b1, status, length, lun, itt, 0xFFFFFFFF, stat_sn, exp_cmd_sn,
                           max_cmd_sn, data_sn, offset, residual)
     if header_digest:
-        _LE32.pack_into(bhs, 48, crc32c(memoryview(bhs)[:48]))
+        _LE32.pack_into(bhs, 48, crc32c_short(memoryview(bhs)[:48]))
     out.append(bhs)
     out += pieces
     tail = segment_tail(pieces, length, data_digest)
@@ -97,7 +97,7 @@ def collapse_status(bhs: bytearray, status: int, overflow: bool, underflow: bool
     _SNS.pack_into(bhs, 24, stat_sn, exp_cmd_sn, max_cmd_sn)
     _RESIDUAL.pack_into(bhs, 44, residual)
     if len(bhs) == 52:
-        _LE32.pack_into(bhs, 48, crc32c(memoryview(bhs)[:48]))
+        _LE32.pack_into(bhs, 48, crc32c_short(memoryview(bhs)[:48]))
 
 
 def data_out_buffers(out: list[Buffer], final: bool, lun: int, itt: int, ttt: int, exp_stat_sn: int, data_sn: int,
@@ -107,7 +107,7 @@ def data_out_buffers(out: list[Buffer], final: bool, lun: int, itt: int, ttt: in
     without the PDU object (an R2T against an 8 KiB-PDU target becomes 32 of them)."""
     bhs = DATA_OUT_BHS.pack(OP_DATA_OUT, FLAG_F if final else 0, length, lun, itt, ttt, exp_stat_sn, data_sn, offset)
     if header_digest:
-        bhs += _LE32.pack(crc32c(bhs))
+        bhs += _LE32.pack(crc32c_short(bhs))
     out.append(bhs)
     out += pieces
     tail = segment_tail(pieces, length, data_digest)
@@ -165,7 +165,7 @@ def command_buffers(p: ScsiCommand, header_digest: bool, data_digest: bool) -> l
     except struct.error:
         return None
     if header_digest:
-        bhs += _LE32.pack(crc32c(bhs))
+        bhs += _LE32.pack(crc32c_short(bhs))
     if not length:
         return [bhs]
     tail = segment_tail((view,), length, data_digest)
