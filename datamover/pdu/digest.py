@@ -13,7 +13,6 @@ the package is missing; it is far too slow for data digests at any real rate.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import struct
 from collections.abc import Callable, Iterable
 
@@ -77,17 +76,14 @@ class _PyBuffer(ctypes.Structure):
 
 def _load_isal() -> Callable[[int, int, int], int] | None:
     """ISA-L's ``crc32_iscsi(buffer, length, seed)``, or None where the library is absent."""
-    for name in ("libisal.so.2", ctypes.util.find_library("isal")):
-        if not name:
-            continue
-        try:
-            function = ctypes.CDLL(name).crc32_iscsi
-        except (OSError, AttributeError):
-            continue
-        function.restype = ctypes.c_uint32
-        function.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
-        return function  # type: ignore[no-any-return]
-    return None
+    # By soname only: ctypes.util.find_library would spawn ldconfig at every import.
+    try:
+        function = ctypes.CDLL("libisal.so.2").crc32_iscsi
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_uint32
+    function.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32]
+    return function  # type: ignore[no-any-return]
 
 
 _isal_crc32_iscsi = _load_isal()

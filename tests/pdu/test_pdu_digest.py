@@ -195,3 +195,25 @@ def test_short_variant_is_the_package_without_dispatch() -> None:
         assert digest_module.crc32c_short is package.crc32c
     header = bytes(range(48))
     assert digest_module.crc32c_short(header) == crc32c(header) == digest_module.crc32c_python(header)
+
+
+def test_without_libisal_the_package_serves_every_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A machine without libisal2: the module still imports, ISAL is False and crc32c is
+    the package's function for long buffers too."""
+    import ctypes
+
+    def no_library(name: str, *args: object, **kwargs: object) -> object:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_library)
+    spec = importlib.util.find_spec("datamover.pdu.digest")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.ISAL is False
+    if module.NATIVE:
+        import crc32c as package
+
+        assert module.crc32c is package.crc32c
+    data = bytes(range(256)) * 1024
+    assert module.crc32c(data) == crc32c(data)
