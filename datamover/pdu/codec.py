@@ -161,7 +161,8 @@ del _layout
 
 _MAX_DSL = 0xFFFFFF
 _MAX_AHS = 255 * 4
-_PADS = (b"", b"\0", b"\0\0", b"\0\0\0")
+#: padding after a data segment of length L: PADS[-L & 3] (RFC 7143 11.1)
+PADS = (b"", b"\0", b"\0\0", b"\0\0\0")
 _EMPTY = b""
 
 # Byte 1 flag bits.
@@ -211,7 +212,7 @@ def _pack_ahs(chain: list[Ahs]) -> bytes:
             raise PduEncodeError(f"AHS of {len(body)} bytes exceeds AHSLength")
         out += _AHS_HDR.pack(len(body), item.type)
         out += body
-        out += _PADS[-(3 + len(body)) & 3]
+        out += PADS[-(3 + len(body)) & 3]
     return bytes(out)
 
 
@@ -230,7 +231,7 @@ def _scsi_command_ahs(pdu: ScsiCommand) -> bytes:
         out += _AHS_HDR.pack(ext_len, 1)
         out += b"\0"
         out += bytes(cdb[16:])
-        out += _PADS[-(3 + ext_len) & 3]
+        out += PADS[-(3 + ext_len) & 3]
     if pdu.bidi_read_length is not None:
         out += _BIDI_AHS.pack(5, 2, pdu.bidi_read_length)
     if pdu.ahs:
@@ -482,7 +483,7 @@ def segment_tail(pieces: Iterable[Buffer], length: int, data_digest: bool) -> by
     """What follows a data segment of ``length`` bytes made of ``pieces``: the padding to a
     4-byte boundary and, when negotiated, the DataDigest over the pieces and the padding
     (RFC 7143 11.1, 13.1); b"" when there is neither. The pieces are read in place."""
-    pad = _PADS[-length & 3]
+    pad = PADS[-length & 3]
     if not (data_digest and length):
         return pad
     value = 0

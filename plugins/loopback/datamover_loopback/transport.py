@@ -265,14 +265,10 @@ class LoopbackConnection(DatamoverConnection):
         if self._closed:
             return
         self.counters["pdus_received"] += 1
-        upcalls = self._upcalls
-        if upcalls is None:
+        if self._upcalls is None:
             self._early.append(pdu)
             return
-        # what _deliver does, without the second call (one arrival per PDU)
-        if type(pdu) is ScsiResponse and self.role is Role.INITIATOR:
-            self._tasks.pop(pdu.itt, None)  # the datamover frees task resources itself
-        upcalls.control_notify(self, pdu)
+        self._deliver(pdu)
 
     def _deliver(self, pdu: Pdu) -> None:
         if self._closed or self._upcalls is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import struct
 
-from datamover.pdu.codec import encode_header, segment_tail
+from datamover.pdu.codec import PADS, encode_header, segment_tail
 from datamover.pdu.digest import crc32c_short
 from datamover.pdu.model import DataIn, Pdu, ScsiCommand, ScsiResponse
 
@@ -132,13 +132,10 @@ def data_out_run(out: list[Buffer], view: memoryview, offset: int, wanted: int, 
         append(pack(OP_DATA_OUT, FLAG_F if done == wanted else 0, take, lun, itt, ttt, exp_stat_sn, data_sn, start))
         append(view[start:start + take])
         if take & 3:
-            append(_PADS[-take & 3])
+            append(PADS[-take & 3])
         data_sn += 1
     return data_sn
 
-
-#: padding after a data segment of length L: _PADS[-L & 3] (RFC 7143 11.1)
-_PADS = (b"", b"\0", b"\0\0", b"\0\0\0")
 
 
 def command_buffers(p: ScsiCommand, header_digest: bool, data_digest: bool) -> list[Buffer] | None:
