@@ -47,16 +47,19 @@ from datamover.pdu import (
 from datamover.pdu.text import decode_text, encode_text
 from datamover.session.errors import CommandFailed, LoginError, SessionClosed, TaskAborted
 from datamover.session.params import SessionParams
-from datamover.session.serial import sn_add, sn_gt, sn_le, sn_lt
+from datamover.session.serial import sn_add, sn_gt, sn_le
 from datamover.session.text_login import TextAssembler
 from datamover.trace import DITrace
 
 log = logging.getLogger("datamover.initiator")
 
 GOOD = 0x00
+CHECK_CONDITION = 0x02
 TASK_ABORTED = 0x40
 #: transfers up to this size never ask the LU's Block Limits first
 SMALL_TRANSFER = 1 << 20
+_NO_DATA = memoryview(b"")  # the data of a command without a read buffer
+_READ16 = struct.Struct(">BBQIBB")  # READ (16) / WRITE (16): opcode, flags, LBA, blocks, group, control
 #: seconds a closed command window may stay closed before a NOP-Out asks for a new one
 WINDOW_STALL = 0.5
 
@@ -87,7 +90,7 @@ class ScsiOutcome:
 
     def check(self) -> ScsiOutcome:
         """Raise CommandFailed unless the command succeeded."""
-        if not self.good:
+        if self.status != GOOD or self.response != 0:  # (not self.good, without the property's call)
             raise CommandFailed(self.status, self.sense)
         return self
 
@@ -289,44 +292,63 @@ class InitiatorSession:
             in_view = None
         if out_view is not None and in_view is not None:
             raise ValueError("bidirectional commands are not supported")
-        edtl = len(out_view) if out_view is not None else (len(in_view) if in_view is not None else 0)
-        raw_lun = encode_lun(lun)
         cdb = bytes(cdb)
+        pending = self._issue(lun, cdb, out_view, in_view, attr, timeout is None)
+        if pending.pdu is None:
+            await self._send_ordered(pending)
+        if timeout is not None:
+            outcome = await asyncio.wait_for(pending.future, timeout)
+        else:
+            # Cancelling the caller cancels the future; a response that still comes finds
+            # it done and is dropped (the target has run the command regardless).
+            outcome = await pending.future
+        assert isinstance(outcome, ScsiOutcome)
+        if ua_retries and (outcome.status == TASK_ABORTED or outcome.status == CHECK_CONDITION):
+            return await self._retry(outcome, lun, cdb, out_view, in_view, attr, timeout, ua_retries)
+        return outcome
+
+    def _issue(self, lun: int, cdb: bytes, out_view: memoryview | None, in_view: memoryview | None,
+               attr: int, watched: bool) -> _Pending:
+        """A SCSI command's request, sent at once when the window is open (``pdu`` set);
+        with ``pdu`` still None the caller awaits ``_send_ordered`` for it. Not a coroutine:
+        the command's caller awaits the future itself (one frame less per command)."""
+        edtl = len(out_view) if out_view is not None else (len(in_view) if in_view is not None else 0)
+        reading, writing = in_view is not None, out_view is not None
+        raw_lun = encode_lun(lun)
 
         def build(itt: int, cmd_sn: int) -> Pdu:
-            return ScsiCommand(itt=itt, final=True, read=in_view is not None, write=out_view is not None,
-                               attr=attr, lun=raw_lun, expected_data_transfer_length=edtl,
-                               cmd_sn=cmd_sn, exp_stat_sn=self.exp_stat_sn, cdb=cdb)
+            return ScsiCommand(itt=itt, final=True, read=reading, write=writing, attr=attr, lun=raw_lun,
+                               expected_data_transfer_length=edtl, cmd_sn=cmd_sn,
+                               exp_stat_sn=self.exp_stat_sn, cdb=cdb)
 
-        attempt = 0
-        while True:
-            # One attempt, inline rather than in a coroutine of its own (one less frame to
-            # create and resume per command).
-            pending = self._new_request("scsi", build, lun=raw_lun)
-            pending.data_out, pending.data_in = out_view, in_view
-            # without a timeout of the caller's, command_timeout applies (see _check_overdue)
-            pending.watched = timeout is None and self.config.command_timeout > 0
-            if self._state == "up" and self.conn is not None and sn_le(self.cmd_sn, self.max_cmd_sn):
-                self._transmit(pending)  # the window is open: what _send_ordered would do at once
+        pending = self._new_request("scsi", build, lun=raw_lun)
+        pending.data_out, pending.data_in = out_view, in_view
+        # without a timeout of the caller's, command_timeout applies (see _check_overdue)
+        pending.watched = watched and self.config.command_timeout > 0
+        if self._state == "up" and self.conn is not None and sn_le(self.cmd_sn, self.max_cmd_sn):
+            self._transmit(pending)  # the window is open: what _send_ordered would do at once
+        return pending
+
+    async def _retry(self, outcome: ScsiOutcome, lun: int, cdb: bytes, out_view: memoryview | None,
+                     in_view: memoryview | None, attr: int, timeout: float | None, retries: int) -> ScsiOutcome:
+        """Re-issue a command the device did not run: refused with a UNIT ATTENTION, or
+        ended with TASK ABORTED by another nexus's reset (TAS); at most ``retries`` times."""
+        for _ in range(retries):
+            if outcome.status == TASK_ABORTED:
+                log.info("command on LUN %d aborted by another nexus: retrying", lun)
+            elif outcome.status == CHECK_CONDITION and _sense_key(outcome.sense) == 0x06:
+                log.info("unit attention on LUN %d (ASC/ASCQ %s): retrying", lun, outcome.sense[12:14].hex())
             else:
+                return outcome
+            pending = self._issue(lun, cdb, out_view, in_view, attr, timeout is None)
+            if pending.pdu is None:
                 await self._send_ordered(pending)
             if timeout is not None:
                 outcome = await asyncio.wait_for(pending.future, timeout)
             else:
-                # Cancelling the caller cancels the future; a response that still comes finds
-                # it done and is dropped (the target has run the command regardless).
                 outcome = await pending.future
             assert isinstance(outcome, ScsiOutcome)
-            if attempt >= ua_retries:
-                return outcome
-            attempt += 1
-            if outcome.status == TASK_ABORTED:
-                # another initiator's reset aborted it before it ran (TAS): try again
-                log.info("command on LUN %d aborted by another nexus: retrying", lun)
-                continue
-            if not (outcome.status == 0x02 and _sense_key(outcome.sense) == 0x06):
-                return outcome
-            log.info("unit attention on LUN %d (ASC/ASCQ %s): retrying", lun, outcome.sense[12:14].hex())
+        return outcome
 
     def _check_overdue(self) -> None:
         """The command_timeout check, every eighth of it: a command without a response
@@ -372,10 +394,13 @@ class InitiatorSession:
         if self.trace is not None:  # (the arguments alone cost a microsecond per command)
             self._record("send_control", pdu="ScsiCommand", itt=itt, cdb=bytes(pdu.cdb[:1]).hex(), edtl=edtl,
                          imm=immediate, unsol=unsolicited_total)
-        self.conn.send_control(pdu, data_out=[out] if out is not None else None,
-                               data_in=[pending.data_in] if pending.data_in is not None else None,
-                               immediate_data_size=immediate, unsolicited_data_size=unsolicited_total)
-        if out is None or unsolicited_total <= immediate:
+        if out is None:
+            # a read, or no data at all (the keyword arguments left out are 0 / None)
+            self.conn.send_control(pdu, data_in=[pending.data_in] if pending.data_in is not None else None)
+            return
+        self.conn.send_control(pdu, data_out=[out], immediate_data_size=immediate,
+                               unsolicited_data_size=unsolicited_total)
+        if unsolicited_total <= immediate:
             return
         offset, data_sn = immediate, 0
         limit = params.send_limit(self.conn.role)
@@ -443,10 +468,21 @@ class InitiatorSession:
 
     async def read_blocks(self, lun: int, lba: int, count: int, block_size: int = 512,
                           buffer: memoryview | bytearray | None = None) -> memoryview:
-        small = count * block_size <= SMALL_TRANSFER and self.transport.max_command_bytes() is None
-        chunk = count if small else await self._chunk_blocks(lun, count, block_size)
+        if 0 < count * block_size <= SMALL_TRANSFER and self.transport.max_command_bytes() is None:
+            # The common read: far below any transfer limit, so one command, issued here
+            # rather than through execute (a coroutine frame less per command).
+            view = memoryview(buffer if buffer is not None else bytearray(count * block_size)).cast("B")
+            cdb = _READ16.pack(0x88, 0, lba, count, 0, 0)
+            pending = self._issue(lun, cdb, None, view, 1, True)
+            if pending.pdu is None:
+                await self._send_ordered(pending)
+            outcome = await pending.future
+            if outcome.status == TASK_ABORTED or outcome.status == CHECK_CONDITION:  # type: ignore[attr-defined]
+                outcome = await self._retry(outcome, lun, cdb, None, view, 1, None, 3)  # type: ignore[arg-type]
+            return outcome.check().data  # type: ignore[attr-defined]
+        chunk = await self._chunk_blocks(lun, count, block_size)
         if chunk >= count:
-            cdb = struct.pack(">BBQIBB", 0x88, 0, lba, count, 0, 0)
+            cdb = _READ16.pack(0x88, 0, lba, count, 0, 0)
             if buffer is None:
                 outcome = await self.execute(lun, cdb, read_length=count * block_size)
             else:
@@ -462,8 +498,18 @@ class InitiatorSession:
     async def write_blocks(self, lun: int, lba: int, data: bytes | bytearray | memoryview,
                            block_size: int = 512, fua: bool = False) -> ScsiOutcome:
         count = len(data) // block_size
-        small = count * block_size <= SMALL_TRANSFER and self.transport.max_command_bytes() is None
-        chunk = count if small else await self._chunk_blocks(lun, count, block_size)
+        if 0 < count * block_size <= SMALL_TRANSFER and self.transport.max_command_bytes() is None:
+            # the common write: one command, issued here (see read_blocks)
+            cdb = _READ16.pack(0x8A, 0x08 if fua else 0, lba, count, 0, 0)
+            view = memoryview(data).cast("B")
+            pending = self._issue(lun, cdb, view, None, 1, True)
+            if pending.pdu is None:
+                await self._send_ordered(pending)
+            outcome = await pending.future
+            if outcome.status == TASK_ABORTED or outcome.status == CHECK_CONDITION:  # type: ignore[attr-defined]
+                outcome = await self._retry(outcome, lun, cdb, view, None, 1, None, 3)  # type: ignore[arg-type]
+            return outcome.check()  # type: ignore[attr-defined,no-any-return]
+        chunk = await self._chunk_blocks(lun, count, block_size)
         if chunk < count:
             view = memoryview(data).cast("B")
             outcome: ScsiOutcome | None = None
@@ -473,7 +519,7 @@ class InitiatorSession:
                                                   block_size, fua)
             assert outcome is not None
             return outcome
-        cdb = struct.pack(">BBQIBB", 0x8A, 0x08 if fua else 0, lba, count, 0, 0)
+        cdb = _READ16.pack(0x8A, 0x08 if fua else 0, lba, count, 0, 0)
         return (await self.execute(lun, cdb, data_out=data)).check()
 
     async def synchronize_cache(self, lun: int = 0) -> ScsiOutcome:
@@ -622,10 +668,12 @@ class InitiatorSession:
 
     def _transmit(self, pending: _Pending) -> None:
         assert self.conn is not None and pending.build is not None
-        itt = self._allocate_itt()
+        itt = next(self._itt) & 0xFFFFFFFF
+        if itt == RESERVED_TAG or itt in self._pending:
+            itt = self._allocate_itt()  # (the wrap, or a tag still in use: rare)
         cmd_sn = self.cmd_sn
         if not pending.immediate:
-            self.cmd_sn = sn_add(self.cmd_sn, 1)
+            self.cmd_sn = (cmd_sn + 1) & 0xFFFFFFFF
         pdu = pending.build(itt, cmd_sn)
         pending.pdu = pdu
         pending.issued += 1
@@ -648,11 +696,12 @@ class InitiatorSession:
             self._window.set()
             return
         # RFC 7143 4.2.2.1: ignore a window with MaxCmdSN < ExpCmdSN - 1, never go backwards
-        if sn_lt(max_cmd_sn, sn_add(exp_cmd_sn, -1)):
+        # (sn_lt / sn_gt written out: this runs for most responses)
+        if 0 < ((exp_cmd_sn - 1 - max_cmd_sn) & 0xFFFFFFFF) < 0x80000000:
             return
-        if sn_gt(exp_cmd_sn, self.exp_cmd_sn):
+        if 0 < ((exp_cmd_sn - self.exp_cmd_sn) & 0xFFFFFFFF) < 0x80000000:
             self.exp_cmd_sn = exp_cmd_sn
-        if sn_gt(max_cmd_sn, self.max_cmd_sn) or self._state == "new":
+        if 0 < ((max_cmd_sn - self.max_cmd_sn) & 0xFFFFFFFF) < 0x80000000 or self._state == "new":
             self.max_cmd_sn = max_cmd_sn
         self._window.set()
 
@@ -669,9 +718,12 @@ class InitiatorSession:
                          **({"status": pdu.status} if isinstance(pdu, ScsiResponse) else {}))
         if type(pdu) is ScsiResponse:
             # most of what arrives: the steps below for it, without the lookups by name
-            self._update_window(pdu.exp_cmd_sn, pdu.max_cmd_sn)
+            if pdu.exp_cmd_sn != self.exp_cmd_sn or pdu.max_cmd_sn != self.max_cmd_sn:
+                # (an unchanged window opens nothing: a command waiting in _send_ordered
+                # would find it as closed as before)
+                self._update_window(pdu.exp_cmd_sn, pdu.max_cmd_sn)
             next_stat_sn = (pdu.stat_sn + 1) & 0xFFFFFFFF
-            if sn_gt(next_stat_sn, self.exp_stat_sn):
+            if 0 < ((next_stat_sn - self.exp_stat_sn) & 0xFFFFFFFF) < 0x80000000:  # sn_gt, inline
                 self.exp_stat_sn = next_stat_sn
             pending = self._pending.pop(pdu.itt, None)
             if pending is None:
@@ -732,12 +784,12 @@ class InitiatorSession:
         if len(rsp.data) >= 2:
             (sense_len,) = struct.unpack_from(">H", rsp.data)
             sense = bytes(rsp.data[2:2 + sense_len])
-        data = memoryview(b"")
-        if pending.data_in is not None:
-            valid = len(pending.data_in) - (rsp.residual if rsp.underflow else 0)
-            data = pending.data_in[:max(0, valid)]
-        return ScsiOutcome(status=rsp.status, sense=sense, data=data, residual=rsp.residual,
-                           overflow=rsp.overflow, underflow=rsp.underflow, response=rsp.response)
+        data = pending.data_in
+        if data is None:
+            data = _NO_DATA
+        elif rsp.underflow:
+            data = data[:max(0, len(data) - rsp.residual)]
+        return ScsiOutcome(rsp.status, sense, data, rsp.residual, rsp.overflow, rsp.underflow, rsp.response)
 
     def _reject(self, pdu: Reject) -> None:
         header = bytes(pdu.data[:48])

@@ -384,22 +384,33 @@ class TargetSession:
         """A fast-path READ's Put_Data bursts (of at most MaxBurstLength) and its SCSI
         Response. ``data`` is a buffer, or the file's bytes themselves where the datamover
         sends from files (DatamoverConnection.min_file_slice: no copy at all)."""
-        self.counters["commands"] += 1
-        self.counters["fast_path"] += 1
+        counters = self.counters
+        counters["commands"] += 1
+        counters["fast_path"] += 1
         nbytes = len(data)
         burst = self.params.max_burst_length
-        exp_cmd_sn, max_cmd_sn = self.exp_cmd_sn, self.max_cmd_sn  # no task comes or goes here
+        # no task comes or goes here, so one window serves every PDU of the answer
+        exp_cmd_sn = self.exp_cmd_sn
+        room = self.depth - len(self.tasks) - len(self._held)
+        max_cmd_sn = (exp_cmd_sn + (room if room > 0 else 0) - 1) & 0xFFFFFFFF  # (max_cmd_sn, inline)
+        if self.trace is not None or self.closed:
+            put_data, send = self.put_data, self.send  # traced, or nothing to send to
+        else:
+            # untraced: straight to the datamover, as put_data and send would after their checks
+            counters["bytes_out"] += nbytes
+            put_data, send = self.conn.put_data, self.conn.send_control
         if nbytes <= burst:
-            self.put_data(DataIn(itt=cmd.itt, lun=cmd.lun, final=True, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn,
-                                 max_cmd_sn=max_cmd_sn), [data], notify)  # type: ignore[list-item]
+            put_data(DataIn(itt=cmd.itt, lun=cmd.lun, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn, max_cmd_sn=max_cmd_sn),
+                     [data], notify)  # type: ignore[list-item]
         else:
             for start in range(0, nbytes, burst):
                 end = start + burst if start + burst < nbytes else nbytes
-                self.put_data(DataIn(itt=cmd.itt, lun=cmd.lun, final=True, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn,
-                                     max_cmd_sn=max_cmd_sn, buffer_offset=start),
-                              [data[start:end]], notify and end == nbytes)  # type: ignore[list-item]
-        self.send(ScsiResponse(itt=cmd.itt, stat_sn=self.next_stat_sn(), exp_cmd_sn=exp_cmd_sn,
-                               max_cmd_sn=max_cmd_sn))
+                put_data(DataIn(itt=cmd.itt, lun=cmd.lun, final=True, ttt=RESERVED_TAG, exp_cmd_sn=exp_cmd_sn,
+                                max_cmd_sn=max_cmd_sn, buffer_offset=start),
+                         [data[start:end]], notify and end == nbytes)  # type: ignore[list-item]
+        stat_sn = self.stat_sn
+        self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF  # (next_stat_sn, inline)
+        send(ScsiResponse(itt=cmd.itt, stat_sn=stat_sn, exp_cmd_sn=exp_cmd_sn, max_cmd_sn=max_cmd_sn))
 
     def _unsolicited_data(self, pdu: DataOut) -> None:
         task = self.tasks.get(pdu.itt)

@@ -112,11 +112,16 @@ async def test_a_backend_error_reaches_the_initiator_as_medium_error(transport: 
             calls["read"] += 1
             raise BackendError(5, "injected read failure")
 
+        def broken_small_read(offset: int, length: int) -> bytes:
+            calls["read"] += 1
+            raise BackendError(5, "injected read failure")
+
         def broken_write(offset: int, buf: object) -> None:
             calls["write"] += 1
             raise BackendError(5, "injected write failure")
 
-        backend.read_into, backend.write_from = broken_read, broken_write
+        # (the fast path reads small transfers with backend.read, the general path with read_into)
+        backend.read_into, backend.read, backend.write_from = broken_read, broken_small_read, broken_write
         outcome = await session.execute(0, read10(0, 8), read_length=4096, ua_retries=0)
         assert outcome.status == 0x02 and (outcome.sense[2] & 0x0F, outcome.sense[12]) == (0x03, 0x11)
         outcome = await session.execute(0, write10(0, 8), data_out=bytes(4096), ua_retries=0)

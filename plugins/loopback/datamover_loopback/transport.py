@@ -107,6 +107,7 @@ class LoopbackConnection(DatamoverConnection):
     def __init__(self, role: Role, local: Portal, peer_name: str, check_codec: bool) -> None:
         super().__init__(role, local, peer_name)
         self.peer_conn: LoopbackConnection | None = None
+        self._initiator = role is Role.INITIATOR
         self._login_queue: asyncio.Queue[object] = asyncio.Queue()
         self._upcalls: DatamoverUpcalls | None = None
         self._early: list[Pdu] = []  # PDUs that arrived before we enabled
@@ -158,21 +159,23 @@ class LoopbackConnection(DatamoverConnection):
             await self.login_send(final_login_response)
         self._upcalls = upcalls
         early, self._early = self._early, []
-        for pdu in early:
-            self._loop.call_soon(self._deliver, pdu)
+        if early:
+            # ahead of anything that arrived since: _drain delivers them on a later turn
+            self._inbox.extendleft(reversed(early))
+            if not self._drain_scheduled:
+                self._drain_scheduled = True
+                self._loop.call_soon(self._drain)
 
     def send_control(self, pdu: Pdu, *, data_out: DataDescriptor | None = None,
                      data_in: DataDescriptor | None = None, immediate_data_size: int = 0,
                      unsolicited_data_size: int = 0) -> None:
-        if self._closed:
-            return
         peer = self.peer_conn
-        if peer is None or peer._closed:
+        if self._closed or peer is None or peer._closed:
             return
-        kind = type(pdu)
-        if kind is ScsiCommand and self.role is Role.INITIATOR:
-            self._tasks[pdu.itt] = (data_out, data_in)
-        elif kind is ScsiResponse and self.role is Role.TARGET:
+        if self._initiator:
+            if type(pdu) is ScsiCommand:
+                self._tasks[pdu.itt] = (data_out, data_in)
+        elif type(pdu) is ScsiResponse:
             pdu.exp_data_sn = self._data_sn.pop(pdu.itt, 0)
         counters = self.counters
         counters["pdus_sent"] += 1
@@ -258,24 +261,20 @@ class LoopbackConnection(DatamoverConnection):
         the next turn, as it would have with a callback of its own."""
         self._drain_scheduled = False
         inbox = self._inbox
+        counters = self.counters
+        initiator = self._initiator
         for _ in range(len(inbox)):
-            self._arrive(inbox.popleft())
-
-    def _arrive(self, pdu: Pdu) -> None:
-        if self._closed:
-            return
-        self.counters["pdus_received"] += 1
-        if self._upcalls is None:
-            self._early.append(pdu)
-            return
-        self._deliver(pdu)
-
-    def _deliver(self, pdu: Pdu) -> None:
-        if self._closed or self._upcalls is None:
-            return
-        if type(pdu) is ScsiResponse and self.role is Role.INITIATOR:
-            self._tasks.pop(pdu.itt, None)  # the datamover frees task resources itself
-        self._upcalls.control_notify(self, pdu)
+            pdu = inbox.popleft()
+            if self._closed:
+                return
+            upcalls = self._upcalls
+            if upcalls is None:
+                self._early.append(pdu)  # held until enable_datamover (counted when delivered)
+                continue
+            counters["pdus_received"] += 1
+            if initiator and type(pdu) is ScsiResponse:
+                self._tasks.pop(pdu.itt, None)  # the datamover frees task resources itself
+            upcalls.control_notify(self, pdu)
 
     def _notify_completion(self, itt: int, sn: int) -> None:
         if not self._closed and self._upcalls is not None:
