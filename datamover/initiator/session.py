@@ -20,6 +20,7 @@ import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from datamover.capabilities import TransportCapabilities
 from datamover.di import ConnectionClosed, DatamoverConnection, Portal, Transport
@@ -313,21 +314,23 @@ class InitiatorSession:
         with ``pdu`` still None the caller awaits ``_send_ordered`` for it. Not a coroutine:
         the command's caller awaits the future itself (one frame less per command)."""
         edtl = len(out_view) if out_view is not None else (len(in_view) if in_view is not None else 0)
-        reading, writing = in_view is not None, out_view is not None
         raw_lun = encode_lun(lun)
-
-        def build(itt: int, cmd_sn: int) -> Pdu:
-            return ScsiCommand(itt=itt, final=True, read=reading, write=writing, attr=attr, lun=raw_lun,
-                               expected_data_transfer_length=edtl, cmd_sn=cmd_sn,
-                               exp_stat_sn=self.exp_stat_sn, cdb=cdb)
-
-        pending = self._new_request("scsi", build, lun=raw_lun)
-        pending.data_out, pending.data_in = out_view, in_view
+        # (a partial rather than a closure: one object instead of a function and its cells)
+        build = partial(self._command_pdu, raw_lun, cdb, in_view is not None, out_view is not None, attr, edtl)
+        pending = _Pending("scsi", (self._loop or asyncio.get_running_loop()).create_future(), build,
+                           out_view, in_view, raw_lun)
         # without a timeout of the caller's, command_timeout applies (see _check_overdue)
         pending.watched = watched and self.config.command_timeout > 0
         if self._state == "up" and self.conn is not None and sn_le(self.cmd_sn, self.max_cmd_sn):
             self._transmit(pending)  # the window is open: what _send_ordered would do at once
         return pending
+
+    def _command_pdu(self, raw_lun: int, cdb: bytes, reading: bool, writing: bool, attr: int, edtl: int,
+                     itt: int, cmd_sn: int) -> Pdu:
+        """The SCSI Command of an issued request (again on each re-issue, with a new ITT and CmdSN)."""
+        return ScsiCommand(itt=itt, final=True, read=reading, write=writing, attr=attr, lun=raw_lun,
+                           expected_data_transfer_length=edtl, cmd_sn=cmd_sn, exp_stat_sn=self.exp_stat_sn,
+                           cdb=cdb)
 
     async def _retry(self, outcome: ScsiOutcome, lun: int, cdb: bytes, out_view: memoryview | None,
                      in_view: memoryview | None, attr: int, timeout: float | None, retries: int) -> ScsiOutcome:
@@ -837,8 +840,8 @@ class InitiatorSession:
 
     def sn_update(self, conn: DatamoverConnection, exp_cmd_sn: int, max_cmd_sn: int,
                   stat_sn: int | None = None) -> None:
-        if conn is self.conn:
-            self._update_window(exp_cmd_sn, max_cmd_sn)
+        if conn is self.conn and (exp_cmd_sn != self.exp_cmd_sn or max_cmd_sn != self.max_cmd_sn):
+            self._update_window(exp_cmd_sn, max_cmd_sn)  # (an unchanged window opens nothing)
 
     def protocol_error_notify(self, conn: DatamoverConnection, error: Exception, header: bytes = b"") -> None:
         header = header or getattr(error, "header", b"") or b""

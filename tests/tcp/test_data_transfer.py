@@ -8,6 +8,7 @@ import os
 import pytest
 
 from datamover.pdu.model import DataIn, DataOut, R2T, ScsiCommand, ScsiResponse
+from datamover_tcp.wire import decode_data_in
 
 from .conftest import Pair
 
@@ -41,10 +42,11 @@ def spy_data_in(pair: Pair) -> list[DataIn]:
 
         __slots__ = ()
 
-        def on_data_in(self, pdu, header, placed=-1):  # type: ignore[no-untyped-def]
+        def on_data_in(self, bhs, data, placed=-1):  # type: ignore[no-untyped-def]
+            pdu = decode_data_in(bhs, data)
             seen.append(DataIn(itt=pdu.itt, final=pdu.final, status_present=pdu.status_present,
                                data_sn=pdu.data_sn, buffer_offset=pdu.buffer_offset, data=bytes(pdu.data)))
-            return super().on_data_in(pdu, header, placed)
+            return super().on_data_in(bhs, data, placed)
 
     pair.ini._initiator.__class__ = Recording
     return seen

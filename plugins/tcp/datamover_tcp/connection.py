@@ -59,7 +59,7 @@ from datamover_tcp.negotiated import LOGIN_DATA_LIMIT, NegotiatedKeys
 from datamover.buffers import BufferPool
 from datamover_tcp.sender import BatchedWriter, Buffer
 from datamover_tcp.target_data import TargetData
-from datamover_tcp.wire import (FLAG_F, command_buffers, decode_command, decode_data_in, decode_response,
+from datamover_tcp.wire import (FLAG_F, command_buffers, decode_command, decode_response,
                                 FLAG_O, FLAG_O_BIDI, FLAG_U, FLAG_U_BIDI, OP_SCSI_RESPONSE,
                                 SCSI_RESPONSE_BHS)
 
@@ -558,7 +558,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                 self.pdus_received += 1
                 data = rx.view(data_start, dsl) if dsl else b""
                 if opcode == 0x25:
-                    initiator.on_data_in(decode_data_in(bhs, data), bhs)
+                    initiator.on_data_in(bhs, data)
                 else:
                     response = decode_response(bhs, data)
                     initiator.free(response.itt)
@@ -628,7 +628,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
         self.pdus_received += 1
         if error is None and self._initiator is not None and len(direct.header) == BHS_LENGTH:
             # a Data-In without AHS (every one): decoded directly, as in _process
-            self._initiator.on_data_in(decode_data_in(bhs, b""), bhs, direct.length)
+            self._initiator.on_data_in(bhs, b"", direct.length)
             return
         if error is None:
             header = bytearray(direct.header)
@@ -641,7 +641,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
             self._report(error)
             return
         if self._initiator is not None:
-            self._initiator.on_data_in(pdu, bhs, direct.length)  # type: ignore[arg-type]
+            self._initiator.on_data_in(bhs, b"", direct.length)
         else:
             self._target.on_data_out(pdu, bhs, direct.length)  # type: ignore[union-attr, arg-type]
 
@@ -656,7 +656,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
         initiator = self._initiator
         if initiator is not None:
             if kind is DataIn:
-                initiator.on_data_in(pdu, bhs)  # type: ignore[arg-type]
+                initiator.on_data_in(bhs, pdu.data)
                 return
             if kind is R2T:
                 initiator.on_r2t(pdu, bhs)  # type: ignore[arg-type]

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from datamover.pdu.model import DataIn, R2T, ScsiCommand, ScsiResponse
+from datamover.pdu.model import R2T, ScsiCommand, ScsiResponse
 from datamover.pdu.opcodes import BHS_LENGTH
 
 from datamover_tcp.descriptor import DescriptorMap
 from datamover_tcp.direct import data_pdu_fields
 from datamover_tcp.errors import DataPduError, DatamoverUsageError
-from datamover_tcp.wire import Buffer, data_out_buffers, data_out_run
+from datamover_tcp.wire import DATA_IN_BHS, FLAG_O, FLAG_S, FLAG_U, Buffer, data_out_buffers, data_out_run
 
 if TYPE_CHECKING:
     from datamover.di import DataDescriptor
@@ -95,54 +95,48 @@ class InitiatorData:
         return itt, task.data_in.slices(offset, length)
 
     # --------------------------------------------------------------- from the wire
-    def on_data_in(self, pdu: DataIn, header: memoryview, placed: int = -1) -> None:
+    def on_data_in(self, bhs: memoryview, data: Buffer, placed: int = -1) -> None:
         """Place read data; turn a status-carrying Data-In into a SCSI Response.
 
+        ``bhs`` is the Data-In's header, read here with one unpack (a Data-In never goes up
+        to the core, so no DataIn object is made for it); ``data`` its data segment.
         ``placed`` >= 0: the data segment (that many bytes) was received straight into the
         read buffer already (direct placement); only the bookkeeping is left.
         """
+        (_b0, flags, status, _lengths, _lun, itt, _ttt, stat_sn, exp_cmd_sn, max_cmd_sn, data_sn, offset,
+         residual) = DATA_IN_BHS.unpack_from(bhs)
         conn = self._conn
-        conn._sn_update(pdu.exp_cmd_sn, pdu.max_cmd_sn, pdu.stat_sn if pdu.status_present else None)
-        task = self.tasks.get(pdu.itt)
+        status_present = flags & FLAG_S
+        conn._sn_update(exp_cmd_sn, max_cmd_sn, stat_sn if status_present else None)
+        task = self.tasks.get(itt)
         if task is None:
-            conn._report(DataPduError(f"Data-In for unknown ITT {pdu.itt:#x}", bytes(header[:BHS_LENGTH])))
+            conn._report(DataPduError(f"Data-In for unknown ITT {itt:#x}", bytes(bhs[:BHS_LENGTH])))
             return
-        data = pdu.data
         length = len(data) if placed < 0 else placed
         if length:
             sink = task.data_in
-            offset = pdu.buffer_offset
             if sink is None or offset + length > sink.length:
                 size = sink.length if sink is not None else 0
                 conn._report(DataPduError(
-                    f"Data-In of task {pdu.itt:#x} at offset {offset}+{length} is outside the "
-                    f"{size}-byte read buffer", bytes(header[:BHS_LENGTH])))
+                    f"Data-In of task {itt:#x} at offset {offset}+{length} is outside the "
+                    f"{size}-byte read buffer", bytes(bhs[:BHS_LENGTH])))
                 return
             if placed < 0:
                 view = data if isinstance(data, memoryview) else memoryview(data)
                 conn.payload_copies += sink.scatter(offset, view)
                 conn.payload_bytes_copied += length
-        if pdu.data_sn != task.next_data_sn:
+        if data_sn != task.next_data_sn:
             # The data is placed (TCP cannot lose a PDU, so this is a peer bug); the core
             # decides what a numbering error costs.
             conn._report(DataPduError(
-                f"Data-In of task {pdu.itt:#x} has DataSN {pdu.data_sn}, expected {task.next_data_sn}",
-                bytes(header[:BHS_LENGTH])))
-        task.next_data_sn = (pdu.data_sn + 1) & 0xFFFFFFFF
-        if pdu.status_present:
-            response = ScsiResponse(
-                itt=pdu.itt,
-                overflow=pdu.overflow,
-                underflow=pdu.underflow,
-                response=0,
-                status=pdu.status,
-                stat_sn=pdu.stat_sn,
-                exp_cmd_sn=pdu.exp_cmd_sn,
-                max_cmd_sn=pdu.max_cmd_sn,
-                exp_data_sn=task.next_data_sn,
-                residual=pdu.residual,
-            )
-            del self.tasks[pdu.itt]
+                f"Data-In of task {itt:#x} has DataSN {data_sn}, expected {task.next_data_sn}",
+                bytes(bhs[:BHS_LENGTH])))
+        task.next_data_sn = (data_sn + 1) & 0xFFFFFFFF
+        if status_present:
+            response = ScsiResponse(itt=itt, overflow=flags & FLAG_O != 0, underflow=flags & FLAG_U != 0,
+                                    status=status, stat_sn=stat_sn, exp_cmd_sn=exp_cmd_sn, max_cmd_sn=max_cmd_sn,
+                                    exp_data_sn=task.next_data_sn, residual=residual)  # (Response 0)
+            del self.tasks[itt]
             conn._control(response)
 
     def on_r2t(self, r2t: R2T, header: memoryview) -> None:
