@@ -216,3 +216,30 @@ def test_file_slice_parts_are_memoryview_like(tmp_path) -> None:
             whole[::2]
     finally:
         os.close(fd)
+
+
+async def test_the_initiator_writes_early_within_a_turn_and_the_target_does_not() -> None:
+    """The initiator's writer writes as soon as INITIATOR_EARLY_FLUSH buffers wait, within
+    the turn that queued them (so a target can start on them); the target's writes once per
+    turn. Every command still arrives, in order."""
+    from datamover_tcp.connection import INITIATOR_EARLY_FLUSH
+
+    pair: Pair = await login_pair(keys())
+    try:
+        count = 3 * INITIATOR_EARLY_FLUSH
+        writes = pair.ini.stats()["write_calls"]
+        for itt in range(1, count + 1):
+            pair.ini.send_control(ScsiCommand(itt=itt, cmd_sn=itt, read=False))
+        # no await yet: only early flushes can have written anything
+        assert pair.ini.stats()["write_calls"] - writes == count // INITIATOR_EARLY_FLUSH
+        await pair.tgt_core.wait(lambda: len(pair.tgt_core.controls) == count)
+        assert [pdu.itt for pdu in pair.tgt_core.controls] == list(range(1, count + 1))
+        writes = pair.tgt.stats()["write_calls"]
+        for itt in range(1, count + 1):
+            pair.tgt.send_control(ScsiResponse(itt=itt, stat_sn=itt))
+        assert pair.tgt.stats()["write_calls"] == writes  # the target waits for the end of the turn
+        await pair.ini_core.wait(lambda: len(pair.ini_core.controls) == count)
+        assert pair.tgt.stats()["write_calls"] == writes + 1
+    finally:
+        pair.ini.connection_terminate()
+        pair.tgt.connection_terminate()

@@ -71,6 +71,8 @@ log = logging.getLogger(__name__)
 
 #: Default size of the receive buffer (the ``recv_buffer`` option).
 DEFAULT_RECV_BUFFER = 256 * 1024
+#: the initiator writes once a turn has queued this many buffers (sender.py, early flushes)
+INITIATOR_EARLY_FLUSH = 16
 #: How long a closing connection may take to drain before it is aborted.
 CLOSE_DRAIN_SECONDS = 5.0
 #: The smallest read sent with os.sendfile (the sendfile option). Measured here: 64 KiB
@@ -132,7 +134,8 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
         self._transport: asyncio.Transport | None = None
         self._rx = ReceiveBuffer(recv_buffer)
         self._pool = BufferPool()
-        self._writer = BatchedWriter(self._loop, self._write_failed)
+        self._writer = BatchedWriter(self._loop, self._write_failed,
+                                     INITIATOR_EARLY_FLUSH if role is Role.INITIATOR else 0)
         self._rx_limit = LOGIN_DATA_LIMIT
         self._allocated = False
         self._enabled = False

@@ -38,6 +38,15 @@ receiver then waits for the end of each flush.) ``sendmsg`` needs a socket objec
 neither event loop lends: the writer makes one on a ``dup`` of the socket's fd the first time
 a slice is queued and closes it with the connection.
 
+Early flushes (``early_flush``, the initiator's writer): once one turn has queued that many
+buffers, they go out at once instead of at the end of the turn. Our initiator against our
+target, both one-threaded, otherwise runs in lock step: the target cannot start on a batch
+of commands until the initiator has issued all of it, and the initiator waits in turn for
+the whole batch of answers. Flushing every 16 buffers lets the two overlap: 4 KiB reads at
+QD32 went from 57k to 80k IOPS, with no change against tgtd. The target's writer does not
+do it: against a C initiator its one write per turn is what keeps it ahead (95k IOPS with,
+78k without).
+
 Completion callbacks (``on_sent``) let ``put_data(notify=True)`` report completion only when
 its bytes are in the kernel, i.e. when the descriptor is no longer referenced.
 """
@@ -91,11 +100,14 @@ class BatchedWriter:
     __slots__ = (
         "_loop", "_transport", "_fd", "_writev", "_backlog", "_queued", "_written",
         "_callbacks", "_scheduled", "_paused", "_closed", "_on_error", "_more_socket",
-        "writes", "stall_bytes_copied", "close_bytes_copied",
+        "writes", "stall_bytes_copied", "close_bytes_copied", "_early_flush",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[BaseException], None]) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[BaseException], None],
+                 early_flush: int = 0) -> None:
         self._loop = loop
+        #: write at once when this many buffers wait (0: only at the end of the turn)
+        self._early_flush = early_flush or (1 << 62)
         self._transport: asyncio.Transport | None = None
         self._fd: int = -1
         #: a socket object on a dup of ``_fd``, for ``sendmsg(MSG_MORE)`` before file slices
@@ -164,6 +176,8 @@ class BatchedWriter:
         if not self._scheduled and not self._closed:
             self._scheduled = True
             self._loop.call_soon(self._flush_scheduled)
+        elif len(backlog) >= self._early_flush:
+            self.flush()  # (the turn's scheduled flush still writes what follows)
         return size
 
     def _flush_scheduled(self) -> None:
