@@ -138,9 +138,10 @@ class DatamoverSideChannel(Protocol):
     """Extensions to the up-calls that RFC 5047 leaves undefined (implemented by the core).
 
     * ``sn_update``: on the initiator, a data-type PDU (Data-In, R2T) carried ExpCmdSN /
-      MaxCmdSN (and, for a Data-In with S, StatSN) that the core must see although the
-      PDU itself is consumed by the datamover (RFC 5047 leaves this side channel open,
-      protocol-digest 1.6).
+      MaxCmdSN that the core must see although the PDU itself is consumed by the
+      datamover (RFC 5047 leaves this side channel open, protocol-digest 1.6). A Data-In
+      with S (phase collapse) is not consumed: it reaches the core as the SCSI Response
+      it stands for, with those numbers and its StatSN, so it needs no ``sn_update``.
     * ``protocol_error_notify``: a received PDU could not be accepted (bad format, digest
       error, data segment above the negotiated limit, a data PDU for an unknown task).
       The core decides between a Reject PDU and terminating the connection; the datamover

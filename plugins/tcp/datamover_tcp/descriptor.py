@@ -22,6 +22,14 @@ class DescriptorMap:
     __slots__ = ("views", "starts", "length")
 
     def __init__(self, descriptor: Sequence[memoryview] | None) -> None:
+        if descriptor is not None and len(descriptor) == 1:
+            view = descriptor[0]
+            if view.format == "B" and view.ndim == 1 and view.nbytes:
+                # one flat buffer (nearly every command): the loop below for it
+                self.views = [view]
+                self.starts = [0]
+                self.length = view.nbytes
+                return
         views: list[memoryview] = []
         starts: list[int] = []
         total = 0
@@ -68,6 +76,9 @@ class DescriptorMap:
             raise ValueError(f"range {offset}+{length} outside descriptor of {self.length} bytes")
         if not length:
             return 0
+        if len(self.views) == 1:
+            self.views[0][offset:offset + length] = data  # one buffer: one slice assignment
+            return 1
         index = bisect_right(self.starts, offset) - 1
         inner = offset - self.starts[index]
         done = 0

@@ -10,8 +10,9 @@ The core only calls ``send_control(ScsiCommand, data_out=, data_in=)`` and later
   ExpDataSN = the final Data-In's DataSN + 1; Response = 0, command completed at target);
 * an R2T is answered with Data-Out PDUs cut from ``data_out`` (no copy), each at most the
   target's MaxRecvDataSegmentLength, DataSN from 0 per R2T, F on the last, the TTT echoed;
-* ExpCmdSN/MaxCmdSN of every Data-In and R2T, and StatSN of a Data-In with S, go to the
-  core's ``sn_update`` side channel (when the upcalls object has one);
+* ExpCmdSN/MaxCmdSN of every Data-In without S and of every R2T go to the core's
+  ``sn_update`` side channel (when the upcalls object has one); a Data-In with S needs no
+  side channel: its numbers and StatSN reach the core in the SCSI Response it becomes;
 * a SCSI Response, a Data-In with S, ``deallocate_task_resources`` or the end of the
   connection forget the task.
 
@@ -107,7 +108,9 @@ class InitiatorData:
          residual) = DATA_IN_BHS.unpack_from(bhs)
         conn = self._conn
         status_present = flags & FLAG_S
-        conn._sn_update(exp_cmd_sn, max_cmd_sn, stat_sn if status_present else None)
+        if not status_present:
+            # (with S the numbers reach the core in the SCSI Response this Data-In becomes)
+            conn._sn_update(exp_cmd_sn, max_cmd_sn, None)
         task = self.tasks.get(itt)
         if task is None:
             conn._report(DataPduError(f"Data-In for unknown ITT {itt:#x}", bytes(bhs[:BHS_LENGTH])))
