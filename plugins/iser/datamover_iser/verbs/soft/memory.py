@@ -203,7 +203,7 @@ def check_local(
     if not isinstance(mr, SoftMR) or not mr.valid or mr.pd is not pd:
         return None
     off = addr - mr.addr
-    if off < 0 or off + length > mr.length or (mr.access & need) != need:
+    if off < 0 or off + length > mr.length or int.__and__(mr.access, need) != need:  # (int &: no enum object per check)
         return None
     return mr, off
 
@@ -213,7 +213,7 @@ def check_remote(
 ) -> tuple[SoftMR, int] | WCStatus:
     """(MR, offset) for a remote access through an MR or a bound MW, or REM_ACCESS_ERR."""
     obj = keys.get(rkey)
-    if obj is None or not obj.valid or obj.pd is not pd or (obj.access & need) != need:
+    if obj is None or not obj.valid or obj.pd is not pd or int.__and__(obj.access, need) != need:
         return WCStatus.REM_ACCESS_ERR
     if isinstance(obj, SoftMW):
         if not (obj.addr <= addr and addr + length <= obj.addr + obj.length):

@@ -254,9 +254,10 @@ class SoftQP(QP):
             and op in _KIND_OF_WR
         ):
             raise IwarpOrderError()
-        signaled = self.sq_sig_all or bool(wr.send_flags & SendFlags.SIGNALED)
+        # (int.__and__: an IntFlag & builds an enum object, a microsecond per work request)
+        signaled = self.sq_sig_all or bool(int.__and__(wr.send_flags, SendFlags.SIGNALED))
         wqe = _SWQE(wr, signaled)
-        if wr.send_flags & SendFlags.INLINE:
+        if int.__and__(wr.send_flags, SendFlags.INLINE):
             if op not in (WROpcode.SEND, WROpcode.SEND_WITH_INV, WROpcode.SEND_WITH_IMM, WROpcode.RDMA_WRITE):
                 raise VerbsError(errno.EINVAL, f"{op.name} cannot be inline")
             total = sum(s.length for s in wr.sg_list)
@@ -561,7 +562,7 @@ class SoftQP(QP):
         self._to_error()
 
     def _do_write(self, msg: Msg) -> None:
-        if not self.access & Access.REMOTE_WRITE:
+        if not int.__and__(self.access, Access.REMOTE_WRITE):
             self._nak_fatal(msg.psn, Nak.INV_REQ)
             return
         hit = check_remote(self.context.keys, self.pd, msg.b, msg.a, msg.c, Access.REMOTE_WRITE)
@@ -576,7 +577,7 @@ class SoftQP(QP):
         self.ep.send(Msg(Kind.ACK, msg.psn))
 
     def _do_read(self, msg: Msg) -> None:
-        if not self.access & Access.REMOTE_READ:
+        if not int.__and__(self.access, Access.REMOTE_READ):
             self._nak_fatal(msg.psn, Nak.INV_REQ)
             return
         hit = check_remote(self.context.keys, self.pd, msg.b, msg.a, msg.c, Access.REMOTE_READ)

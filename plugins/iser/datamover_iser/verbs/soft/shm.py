@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .memory import SegmentTable, ShmSegment
 
 RX_BUF = 1 << 20
+_KINDS = {int(kind): kind for kind in Kind}
 MAX_FDS = 64
 
 
@@ -105,6 +106,10 @@ class ShmLink(Link):
                 tail.append(sink_refs)
         head = HDR.pack(msg.kind, flags, nrefs, len(msg.cm), msg.psn, msg.a, msg.b, msg.c) + msg.cm
         size = len(head) + sum(memoryview(t).nbytes for t in tail)
+        if not flags & FLAG_INLINE:
+            # header and references are a few dozen bytes: one send for the message, not one per part
+            self._queue([b"".join([LEN.pack(size), head, *tail])], [])
+            return
         self._queue([LEN.pack(size) + head, *tail], [])
 
     def _queue(self, parts: list[Any], fds: list[int]) -> None:
@@ -215,11 +220,11 @@ class ShmLink(Link):
                 return
             self._peer_segs[a] = map_peer_segment(self._fds.popleft(), psn)
             return
-        try:
-            msg = Msg(Kind(kind), psn, a, b, c)
-        except ValueError:
+        known = _KINDS.get(kind)  # (a dict lookup: Kind(kind) runs enum's Python code per message)
+        if known is None:
             self._fail(f"unknown message kind {kind}")
             return
+        msg = Msg(known, psn, a, b, c)
         off = HDR.size
         if cmlen:
             msg.cm = bytes(body[off:off + cmlen])
