@@ -314,14 +314,15 @@ class InitiatorSession:
         with ``pdu`` still None the caller awaits ``_send_ordered`` for it. Not a coroutine:
         the command's caller awaits the future itself (one frame less per command)."""
         edtl = len(out_view) if out_view is not None else (len(in_view) if in_view is not None else 0)
-        raw_lun = encode_lun(lun)
+        raw_lun = lun << 48 if 0 <= lun < 256 else encode_lun(lun)  # (encode_lun's common case, inline)
         # (a partial rather than a closure: one object instead of a function and its cells)
         build = partial(self._command_pdu, raw_lun, cdb, in_view is not None, out_view is not None, attr, edtl)
         pending = _Pending("scsi", (self._loop or asyncio.get_running_loop()).create_future(), build,
                            out_view, in_view, raw_lun)
         # without a timeout of the caller's, command_timeout applies (see _check_overdue)
         pending.watched = watched and self.config.command_timeout > 0
-        if self._state == "up" and self.conn is not None and sn_le(self.cmd_sn, self.max_cmd_sn):
+        if (self._state == "up" and self.conn is not None
+                and ((self.max_cmd_sn - self.cmd_sn) & 0xFFFFFFFF) < 0x80000000):  # sn_le, inline
             self._transmit(pending)  # the window is open: what _send_ordered would do at once
         return pending
 

@@ -227,7 +227,10 @@ class TargetSession:
             if pdu.exp_stat_sn > self.exp_stat_sn:
                 self.exp_stat_sn = pdu.exp_stat_sn
             self.exp_cmd_sn = (pdu.cmd_sn + 1) & 0xFFFFFFFF
-            self._scsi_command(pdu)
+            if (self.lunmap is not None and not self.params.discovery and pdu.itt not in self.tasks
+                    and len(self.tasks) < self.server.config.max_tasks_per_session and self._fast_command(pdu)):
+                return  # (what _scsi_command checks before its fast path, one call less)
+            self._scsi_command(pdu, try_fast=False)
             return
         if pdu.ahs:
             # only the Extended CDB and Bidirectional Read Length AHS exist (RFC 7143
@@ -290,7 +293,7 @@ class TargetSession:
             self.reject(RejectReason.PROTOCOL_ERROR, _header_of(pdu))
 
     # ------------------------------------------------------------ SCSI
-    def _scsi_command(self, cmd: ScsiCommand) -> None:
+    def _scsi_command(self, cmd: ScsiCommand, try_fast: bool = True) -> None:
         if self.params.discovery or self.lunmap is None:
             # RFC 7143 4.3: a Discovery session accepts only Text (SendTargets) and Logout
             self.reject(RejectReason.PROTOCOL_ERROR, _header_of(cmd))
@@ -303,7 +306,7 @@ class TargetSession:
                                    stat_sn=self.next_stat_sn(), exp_cmd_sn=self.exp_cmd_sn,
                                    max_cmd_sn=self.max_cmd_sn))
             return
-        if self._fast_command(cmd):
+        if try_fast and self._fast_command(cmd):
             return
         self.counters["commands"] += 1
         task = TargetTask(self, cmd)

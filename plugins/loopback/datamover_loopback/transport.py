@@ -189,7 +189,9 @@ class LoopbackConnection(DatamoverConnection):
             self._loop.call_soon(peer._drain)
 
     def put_data(self, header: DataIn, descriptor: DataDescriptor, notify: bool) -> None:
-        peer = self._live_peer()
+        peer = self.peer_conn
+        if self._closed or peer is None or peer._closed:
+            peer = self._live_peer()  # raises ConnectionClosed
         task = peer._tasks.get(header.itt)
         if task is None or task[1] is None:
             self._protocol_failure(f"Put_Data for task {header.itt:#x} without a read buffer")

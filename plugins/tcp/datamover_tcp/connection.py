@@ -371,15 +371,17 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
             raise ConnectionClosed("connection is closed")
         initiator = self._initiator
         if initiator is not None:
-            exp_stat_sn = getattr(pdu, "exp_stat_sn", None)
-            if exp_stat_sn is not None:
-                self._last_exp_stat_sn = exp_stat_sn
             if type(pdu) is ScsiCommand:
+                self._last_exp_stat_sn = pdu.exp_stat_sn
                 initiator.register(pdu, data_out, data_in)
                 buffers = command_buffers(pdu, self.header_digest, self.data_digest)  # type: ignore[arg-type]
                 if buffers is not None:  # the common command, packed without the generic codec
                     self._emit(buffers, 1)
                     return
+            else:
+                exp_stat_sn = getattr(pdu, "exp_stat_sn", None)
+                if exp_stat_sn is not None:
+                    self._last_exp_stat_sn = exp_stat_sn
         elif type(pdu) is ScsiResponse:
             if self._phase_collapse and self._target.collapse(pdu):  # type: ignore[union-attr]
                 # the status rides in the read's last Data-In, still queued (see collapse)
