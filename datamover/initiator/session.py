@@ -480,10 +480,10 @@ class InitiatorSession:
             pending = self._issue(lun, cdb, None, view, 1, True)
             if pending.pdu is None:
                 await self._send_ordered(pending)
-            outcome = await pending.future
-            if outcome.status == TASK_ABORTED or outcome.status == CHECK_CONDITION:  # type: ignore[attr-defined]
-                outcome = await self._retry(outcome, lun, cdb, None, view, 1, None, 3)  # type: ignore[arg-type]
-            return outcome.check().data  # type: ignore[attr-defined]
+            outcome: ScsiOutcome = await pending.future  # type: ignore[assignment]
+            if outcome.status == TASK_ABORTED or outcome.status == CHECK_CONDITION:
+                outcome = await self._retry(outcome, lun, cdb, None, view, 1, None, 3)
+            return outcome.check().data
         chunk = await self._chunk_blocks(lun, count, block_size)
         if chunk >= count:
             cdb = _READ16.pack(0x88, 0, lba, count, 0, 0)
@@ -509,10 +509,10 @@ class InitiatorSession:
             pending = self._issue(lun, cdb, view, None, 1, True)
             if pending.pdu is None:
                 await self._send_ordered(pending)
-            outcome = await pending.future
-            if outcome.status == TASK_ABORTED or outcome.status == CHECK_CONDITION:  # type: ignore[attr-defined]
-                outcome = await self._retry(outcome, lun, cdb, view, None, 1, None, 3)  # type: ignore[arg-type]
-            return outcome.check()  # type: ignore[attr-defined,no-any-return]
+            written: ScsiOutcome = await pending.future  # type: ignore[assignment]
+            if written.status == TASK_ABORTED or written.status == CHECK_CONDITION:
+                written = await self._retry(written, lun, cdb, view, None, 1, None, 3)
+            return written.check()
         chunk = await self._chunk_blocks(lun, count, block_size)
         if chunk < count:
             view = memoryview(data).cast("B")
