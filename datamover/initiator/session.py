@@ -294,19 +294,21 @@ class InitiatorSession:
         if out_view is not None and in_view is not None:
             raise ValueError("bidirectional commands are not supported")
         cdb = bytes(cdb)
-        pending = self._issue(lun, cdb, out_view, in_view, attr, timeout is None)
-        if pending.pdu is None:
-            await self._send_ordered(pending)
-        if timeout is not None:
-            outcome = await asyncio.wait_for(pending.future, timeout)
-        else:
-            # Cancelling the caller cancels the future; a response that still comes finds
-            # it done and is dropped (the target has run the command regardless).
-            outcome = await pending.future
-        assert isinstance(outcome, ScsiOutcome)
-        if ua_retries and (outcome.status == TASK_ABORTED or outcome.status == CHECK_CONDITION):
-            return await self._retry(outcome, lun, cdb, out_view, in_view, attr, timeout, ua_retries)
-        return outcome
+        while True:
+            # One attempt, inline rather than in a coroutine of its own (one frame less).
+            pending = self._issue(lun, cdb, out_view, in_view, attr, timeout is None)
+            if pending.pdu is None:
+                await self._send_ordered(pending)
+            if timeout is not None:
+                outcome = await asyncio.wait_for(pending.future, timeout)
+            else:
+                # Cancelling the caller cancels the future; a response that still comes finds
+                # it done and is dropped (the target has run the command regardless).
+                outcome = await pending.future
+            assert isinstance(outcome, ScsiOutcome)
+            if ua_retries <= 0 or not self._worth_retrying(outcome, lun):
+                return outcome
+            ua_retries -= 1
 
     def _issue(self, lun: int, cdb: bytes, out_view: memoryview | None, in_view: memoryview | None,
                attr: int, watched: bool) -> _Pending:
@@ -333,26 +335,17 @@ class InitiatorSession:
                            expected_data_transfer_length=edtl, cmd_sn=cmd_sn, exp_stat_sn=self.exp_stat_sn,
                            cdb=cdb)
 
-    async def _retry(self, outcome: ScsiOutcome, lun: int, cdb: bytes, out_view: memoryview | None,
-                     in_view: memoryview | None, attr: int, timeout: float | None, retries: int) -> ScsiOutcome:
-        """Re-issue a command the device did not run: refused with a UNIT ATTENTION, or
-        ended with TASK ABORTED by another nexus's reset (TAS); at most ``retries`` times."""
-        for _ in range(retries):
-            if outcome.status == TASK_ABORTED:
-                log.info("command on LUN %d aborted by another nexus: retrying", lun)
-            elif outcome.status == CHECK_CONDITION and _sense_key(outcome.sense) == 0x06:
-                log.info("unit attention on LUN %d (ASC/ASCQ %s): retrying", lun, outcome.sense[12:14].hex())
-            else:
-                return outcome
-            pending = self._issue(lun, cdb, out_view, in_view, attr, timeout is None)
-            if pending.pdu is None:
-                await self._send_ordered(pending)
-            if timeout is not None:
-                outcome = await asyncio.wait_for(pending.future, timeout)
-            else:
-                outcome = await pending.future
-            assert isinstance(outcome, ScsiOutcome)
-        return outcome
+    @staticmethod
+    def _worth_retrying(outcome: ScsiOutcome, lun: int) -> bool:
+        """True for a command the device did not run: refused with a UNIT ATTENTION, or
+        ended with TASK ABORTED by another nexus's reset (TAS)."""
+        if outcome.status == TASK_ABORTED:
+            log.info("command on LUN %d aborted by another nexus: retrying", lun)
+            return True
+        if outcome.status == CHECK_CONDITION and _sense_key(outcome.sense) == 0x06:
+            log.info("unit attention on LUN %d (ASC/ASCQ %s): retrying", lun, outcome.sense[12:14].hex())
+            return True
+        return False
 
     def _check_overdue(self) -> None:
         """The command_timeout check, every eighth of it: a command without a response
@@ -481,8 +474,9 @@ class InitiatorSession:
             if pending.pdu is None:
                 await self._send_ordered(pending)
             outcome: ScsiOutcome = await pending.future  # type: ignore[assignment]
-            if outcome.status == TASK_ABORTED or outcome.status == CHECK_CONDITION:
-                outcome = await self._retry(outcome, lun, cdb, None, view, 1, None, 3)
+            if outcome.status and self._worth_retrying(outcome, lun):
+                # execute's retries, this first attempt counted (3 in all, as execute's default)
+                outcome = await self.execute(lun, cdb, read_buffer=view, ua_retries=2)
             return outcome.check().data
         chunk = await self._chunk_blocks(lun, count, block_size)
         if chunk >= count:
@@ -510,8 +504,8 @@ class InitiatorSession:
             if pending.pdu is None:
                 await self._send_ordered(pending)
             written: ScsiOutcome = await pending.future  # type: ignore[assignment]
-            if written.status == TASK_ABORTED or written.status == CHECK_CONDITION:
-                written = await self._retry(written, lun, cdb, view, None, 1, None, 3)
+            if written.status and self._worth_retrying(written, lun):
+                written = await self.execute(lun, cdb, data_out=view, ua_retries=2)  # (see read_blocks)
             return written.check()
         chunk = await self._chunk_blocks(lun, count, block_size)
         if chunk < count:

@@ -101,6 +101,21 @@ async def test_a_unit_attention_is_reported_before_any_fast_command(transport: s
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_read_and_write_blocks_retry_past_a_unit_attention(transport: str) -> None:
+    """read_blocks / write_blocks issue small commands themselves; a command refused with
+    the reset's unit attention is run again (execute's retries), not raised."""
+    async with logged_in(transport) as (server, session):
+        await session.write_blocks(0, 0, bytes(range(256)) * 16)
+        commands = _counters(server)["commands"]
+        assert await session.lun_reset(0) == 0
+        assert bytes(await session.read_blocks(0, 0, 8)) == bytes(range(256)) * 16
+        assert _counters(server)["commands"] == commands + 2  # refused once, then run
+        assert await session.lun_reset(0) == 0
+        assert (await session.write_blocks(0, 8, b"w" * 4096)).good
+        assert bytes(await session.read_blocks(0, 8, 8)) == b"w" * 4096
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_backend_error_reaches_the_initiator_as_medium_error(transport: str) -> None:
     async with logged_in(transport) as (server, session):
         await session.read_blocks(0, 0, 8)
