@@ -56,6 +56,30 @@ async def test_corrupted_data_digest_in_place_is_reported(raw_target) -> None:
     assert core.controls[0].data == b"after" and not core.completions and core.terminated == 0
 
 
+async def test_digest_computed_as_data_lands_across_pieces_catches_a_flipped_data_byte(raw_target) -> None:
+    """The data digest is computed one receive at a time into a sink of several pieces: a
+    clean segment passes, and one flipped payload byte (not the digest) is caught."""
+    peer, tgt, core = await raw_target(keys(**DIGESTS))
+    size = 3 * DIRECT_MIN + 5
+    for itt, flip in ((1, False), (2, True)):
+        payload = os.urandom(size)
+        sink = bytearray(size)
+        pieces = [memoryview(sink)[:1000], memoryview(sink)[1000:DIRECT_MIN + 7], memoryview(sink)[DIRECT_MIN + 7:]]
+        tgt.get_data(R2T(itt=itt, ttt=7, desired_data_transfer_length=size), pieces, True)
+        wire = bytearray(encode_bytes(DataOut(itt=itt, ttt=7, data_sn=0, buffer_offset=0, final=True, data=payload),
+                                      header_digest=True, data_digest=True))
+        if flip:
+            wire[52 + DIRECT_MIN + 100] ^= 0x01  # inside the second piece, well after the header
+        await send_in_pieces(peer, bytes(wire), 4093)
+        if not flip:
+            await core.wait(lambda: core.completions)
+            assert core.completions == [(1, 0)] and not core.errors and bytes(sink) == payload
+    await core.wait(lambda: core.errors)
+    assert isinstance(core.errors[0][0], DigestError) and core.errors[0][0].which == "data"
+    assert core.completions == [(1, 0)]
+    assert tgt.stats()["direct_bytes"] > size  # both segments went in place
+
+
 async def test_task_freed_mid_segment_stops_writing_its_buffer(raw_target) -> None:
     peer, tgt, core = await raw_target(keys(**{"MaxRecvDataSegmentLength.target": "262144"}))
     size = 4 * DIRECT_MIN

@@ -600,7 +600,8 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
         if placement is None or rx.available < data_start:
             return False
         itt, pieces = placement
-        direct = DirectSegment(bytes(rx.view(0, header_end)), itt, pieces, dsl, total - data_start - dsl)
+        direct = DirectSegment(bytes(rx.view(0, header_end)), itt, pieces, dsl, total - data_start - dsl,
+                               crc32c if self.data_digest else None)
         prefix = min(rx.available - data_start, dsl)
         if prefix:
             self.payload_copies += direct.fill_prefix(rx.view(data_start, prefix))
@@ -622,9 +623,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                                  bytes(bhs))
         elif self.data_digest:
             pad = direct.trailer - 4
-            value = 0
-            for piece in direct.pieces:
-                value = crc32c(piece, value)
+            value = direct.crc  # computed as the data arrived
             if pad:
                 value = crc32c_short(trailer[:pad], value)
             if value != int.from_bytes(trailer[pad:], "little"):

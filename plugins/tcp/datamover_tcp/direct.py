@@ -12,7 +12,10 @@ To catch segments before the receive buffer swallows them whole, the connection 
 up to the end of the next header after a large data PDU (one extra ``recv`` per PDU, cheaper
 than copying tens of KiB); a run of small PDUs switches that off again.
 
-Data digests are checked over the destination after the segment is complete. A task freed
+With data digests on, the digest is computed as the bytes land, one ``recv_into`` at a time,
+while they are still in the CPU's caches; the last piece completes it and it is compared
+with the received one. (Checking the whole segment afterwards read it back from memory: 47
+us per MiB on the initiator, and the delay slowed the sending target by a fifth.) A task freed
 mid-segment (``deallocate_task_resources``, ``connection_terminate``) switches the rest of
 the segment to *discard*: the bytes are read into the receive buffer's free area and
 dropped, so the caller's buffer is never written after it was handed back.
@@ -21,6 +24,7 @@ dropped, so the caller's buffer is never written after it was handed back.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 #: Below this the copy out of the receive buffer is cheaper than the bookkeeping.
 DIRECT_MIN = 32 * 1024
@@ -40,9 +44,11 @@ def data_pdu_fields(bhs: memoryview) -> tuple[int, int, int, int]:
 class DirectSegment:
     """A data segment being received into destination views."""
 
-    __slots__ = ("header", "itt", "pieces", "index", "inner", "remaining", "length", "trailer", "discard")
+    __slots__ = ("header", "itt", "pieces", "index", "inner", "remaining", "length", "trailer", "discard", "crc",
+                 "_digest")
 
-    def __init__(self, header: bytes, itt: int, pieces: list[memoryview], length: int, trailer: int) -> None:
+    def __init__(self, header: bytes, itt: int, pieces: list[memoryview], length: int, trailer: int,
+                 digest: Callable[..., int] | None = None) -> None:
         #: BHS (+AHS) of the PDU, copied, without digest
         self.header = header
         self.itt = itt
@@ -57,6 +63,9 @@ class DirectSegment:
         self.trailer = trailer
         #: the task went away: drop the rest instead of writing the caller's buffer
         self.discard = False
+        #: CRC32C of the data received so far (``digest`` given: data digests are on)
+        self.crc = 0
+        self._digest = digest
 
     def area(self) -> memoryview:
         """Where the next bytes of the segment go."""
@@ -68,6 +77,9 @@ class DirectSegment:
         self.remaining -= nbytes
         if self.discard:
             return
+        if self._digest is not None:
+            # the bytes just written, while they are in cache (area() does not cross pieces)
+            self.crc = self._digest(self.pieces[self.index][self.inner:self.inner + nbytes], self.crc)
         self.inner += nbytes
         while self.index < len(self.pieces) and self.inner >= self.pieces[self.index].nbytes:
             self.inner -= self.pieces[self.index].nbytes
