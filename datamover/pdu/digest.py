@@ -23,6 +23,10 @@ Buffer = bytes | bytearray | memoryview
 #: Castagnoli polynomial, reflected form (RFC 7143 §13.1 gives 0x11EDC6F41).
 _POLY_REFLECTED = 0x82F63B78
 
+#: ``crc32c(data + digest(data))`` for any ``data``: a received digest is checked by one CRC
+#: over the bytes and their digest together, compared with this constant.
+CRC32C_RESIDUE = 0x48674BC7
+
 #: The digest goes on the wire least significant byte first (Linux ``put_le32``).
 _LE32 = struct.Struct("<I")
 

@@ -135,6 +135,20 @@ def test_segment_tail_is_the_same_over_pieces_as_over_the_joined_segment() -> No
     assert tail[:3] == b"\0\0\0" and int.from_bytes(tail[3:], "little") == crc32c(data + b"\0\0\0")
     assert segment_tail([], 0, True) == b""
     assert segment_tail([data[:8]], 8, False) == b""
+    assert segment_tail([data[:8]], 8, True) == digest([data[:8]])  # no padding: the digest alone
+    long = bytes(range(256)) * (digest_module.ISAL_MIN // 256 + 1)  # a long piece among short ones
+    assert segment_tail([long[:5], long[5:], b"xyz"], len(long) + 3, True) == b"\0" + digest([long + b"xyz\0"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.binary(min_size=0, max_size=300), flip=st.integers(0, 303 * 8 - 1))
+def test_data_followed_by_its_digest_has_the_fixed_residue(data: bytes, flip: int) -> None:
+    """What the TCP receive path compares with: CRC32C over bytes and their wire digest."""
+    framed = bytearray(data + digest([data]))
+    assert crc32c(bytes(framed)) == digest_module.CRC32C_RESIDUE
+    bit = flip % (len(framed) * 8)
+    framed[bit // 8] ^= 1 << (bit % 8)
+    assert crc32c(bytes(framed)) != digest_module.CRC32C_RESIDUE
 
 
 # ------------------------------------------------------------------ ISA-L for long buffers

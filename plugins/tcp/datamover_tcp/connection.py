@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 
 from datamover.di import ConnectionClosed, DatamoverConnection, Portal, Role
 from datamover.pdu.codec import DigestError, PduFormatError, decode, decode_pdu, encode, peek_lengths, wire_length
-from datamover.pdu.digest import crc32c, crc32c_short
+from datamover.pdu.digest import ISAL_MIN, crc32c, crc32c_short
 from datamover.pdu.model import DataIn, DataOut, R2T, ScsiCommand, ScsiResponse
 from datamover.pdu.opcodes import BHS_LENGTH, RESERVED_TAG, Opcode
 
@@ -546,7 +546,8 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
             initiator = self._initiator
             data_start = BHS_LENGTH + 4 if hd else BHS_LENGTH  # the header digest is checked above
             if (not ahs_bytes and (opcode == 0x01 or initiator is not None and (opcode == 0x25 or opcode == 0x21))
-                    and (not dd or not dsl or rx.digest_ok(data_start, (dsl + 3) & ~3, crc32c))):
+                    and (not dd or not dsl
+                         or rx.digest_ok(data_start, (dsl + 3) & ~3, crc32c_short if dsl < ISAL_MIN else crc32c))):
                 # A SCSI Command (most of what a target receives), a Data-In or a SCSI
                 # Response (most of what an initiator receives), digests verified: decoded
                 # without the codec's generic checks, which these PDUs cannot fail, and

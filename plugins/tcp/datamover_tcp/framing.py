@@ -14,13 +14,9 @@ The framing itself (lengths, digests, limits) is ``TcpConnection._process``.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable
 
-from datamover.pdu.digest import crc32c_short
-
-#: digests are stored little-endian (RFC 7143 13.1)
-_LE32 = struct.Struct("<I")
+from datamover.pdu.digest import CRC32C_RESIDUE, crc32c_short
 
 
 class ReceiveBuffer:
@@ -58,10 +54,12 @@ class ReceiveBuffer:
 
     def digest_ok(self, offset: int, length: int, crc: Callable[..., int] = crc32c_short) -> bool:
         """True when the 4 bytes after ``length`` received bytes from ``start + offset`` are
-        their CRC32C (a header or data digest checked in place, in one call: the views and
-        the unpacking around a 48-byte CRC cost more than the CRC itself)."""
+        their CRC32C (a header or data digest checked in place, in one call: the views around
+        a 48-byte CRC cost more than the CRC itself)."""
         base = self.start + offset
-        return crc(self._view[base:base + length]) == _LE32.unpack_from(self._buf, base + length)[0]
+        # The CRC of bytes followed by their own little-endian CRC32C is always this
+        # residue, so the digest is checked without unpacking it.
+        return crc(self._view[base:base + length + 4]) == CRC32C_RESIDUE
 
     def write_area(self) -> memoryview:
         """Where the next ``recv_into`` may write; compacts first when the tail is short."""

@@ -70,11 +70,16 @@ def data_in_buffers(out: list[Buffer], b1: int, status: int, lun: int, itt: int,
 
     The same bytes as ``data_pdu_buffers(DataIn(...), ...)``, without the PDU object.
     """
-    bhs = bytearray(52 if header_digest else 48)
-    DATA_IN_BHS.pack_into(bhs, 0, OP_DATA_IN, b1, status, length, lun, itt, 0xFFFFFFFF, stat_sn, exp_cmd_sn,
-                          max_cmd_sn, data_sn, offset, residual)
     if header_digest:
-        _LE32.pack_into(bhs, 48, crc32c_short(memoryview(bhs)[:48]))
+        # packed to bytes first: the CRC then needs no 48-byte view of a 52-byte buffer
+        head = DATA_IN_BHS.pack(OP_DATA_IN, b1, status, length, lun, itt, 0xFFFFFFFF, stat_sn, exp_cmd_sn,
+                                max_cmd_sn, data_sn, offset, residual)
+        bhs = bytearray(head)
+        bhs += _LE32.pack(crc32c_short(head))
+    else:
+        bhs = bytearray(48)
+        DATA_IN_BHS.pack_into(bhs, 0, OP_DATA_IN, b1, status, length, lun, itt, 0xFFFFFFFF, stat_sn, exp_cmd_sn,
+                              max_cmd_sn, data_sn, offset, residual)
     out.append(bhs)
     out += pieces
     tail = segment_tail(pieces, length, data_digest)
