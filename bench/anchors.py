@@ -9,8 +9,9 @@ our code: libiscsi's ``iscsi-perf`` for reads and ``bench/iscsi_load.c`` (libisc
 API only, compiled on first use) for writes.
 
 Part ``initiators``: against tgtd, our initiator (``bench/ourload.py``) beside libiscsi
-(``iscsi-load``) on the same workloads; and our initiator against our own target for
-random 4 KiB reads at QD32.
+(``iscsi-load``) on the same workloads; our initiator against our own target for random
+4 KiB reads at QD32; and the QD1 reads again with our initiator's opt-in busy polling
+(``busy_poll_us``, :data:`BUSY_POLL_US`), reported on a row of their own.
 
 Every round runs every workload once on each side, the sides' order alternating from one
 workload and round to the next, so a noisy neighbour hurts both alike. Reported: medians over
@@ -70,6 +71,11 @@ class Workload:
         """Quoted in MiB/s (else IOPS)."""
         return self.io_bytes >= 64 * 1024
 
+
+#: the extra QD1 row: our initiator polling for answers (InitiatorConfig.busy_poll_us) for up
+#: to this long after each send; tgtd answers a 4 KiB read in about 60 us here
+BUSY_POLL_US = 100
+BUSY_POLL_SIDE = f"ours, busy_poll_us={BUSY_POLL_US}"
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("seq-read-1m-qd16", False, 2048, 16, False),
@@ -305,7 +311,7 @@ def table(rows: list[Row], part: str, cpu_of: str) -> list[str]:
             extra = f" (latency {1e6 / ib:.0f} vs {1e6 / ia:.0f} us: {ia / ib:.2f}x)"
         if w.write and row.a == "tgtd":
             extra += " (tgtd: 8 KiB Data-Out PDUs)"
-        label = row.workload if row.b != "ours->our target" else f"{row.workload} (ours->our target)"
+        label = row.workload if row.b == "ours" else f"{row.workload} ({row.b})"
         paired = row.paired_ratio("mib_s" if w.large else "iops")
         lines.append(f"| {label} | {_fmt(w, ma, ia)} | {_fmt(w, mb, ib)} | {ratio:.2f}x{extra} | {paired:.2f}x | "
                      f"{row.median('a', key):.1f} | {row.median('b', key):.1f} |")
@@ -318,7 +324,7 @@ def plot(rows: list[Row], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = [(p, [r for r in rows if r.part == p and r.b != "ours->our target"]) for p in ("targets", "initiators")]
+    groups = [(p, [r for r in rows if r.part == p and r.b == "ours"]) for p in ("targets", "initiators")]
     groups = [(p, rs) for p, rs in groups if rs]
     fig, axes = plt.subplots(1, len(groups), figsize=(6 * len(groups), 4), squeeze=False)
     for ax, (part, rs) in zip(axes[0], groups):
@@ -419,6 +425,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += [Row("initiators", n, "libiscsi", "ours") for n in names]
             if "rand-read-4k-qd32" in names:
                 rows.append(Row("initiators", "rand-read-4k-qd32", "libiscsi->our target", "ours->our target"))
+            if "rand-read-4k-qd1" in names:
+                # the same QD1 reads with the initiator's opt-in busy polling (InitiatorConfig.busy_poll_us)
+                rows.append(Row("initiators", "rand-read-4k-qd1", "libiscsi", BUSY_POLL_SIDE))
         timeout = args.seconds + 60
 
         def runner(row: Row, side: str) -> Sample:
@@ -430,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
                 return run_client(client, target.pid, timeout, w.io_bytes)
             target = sides["ours" if row.b == "ours->our target" else "tgtd"]
             binary = [iscsi_load] if side == "a" else ourload
+            if side == "b" and row.b == BUSY_POLL_SIDE:
+                binary = [*ourload, "--busy-poll-us", str(BUSY_POLL_US)]
             return run_client(load_argv(binary, w, args.seconds, target.url, args.verify), target.pid, timeout,
                               w.io_bytes)
 

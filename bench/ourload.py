@@ -45,7 +45,8 @@ async def run(args: argparse.Namespace) -> int:
 
     host, port, iqn, lun = parse_url(args.url)
     keys = {"HeaderDigest": "CRC32C", "DataDigest": "CRC32C"} if args.digests else {}
-    config = InitiatorConfig(name="iqn.2026-11.org.datamover.bench:ourload", keys=keys)
+    config = InitiatorConfig(name="iqn.2026-11.org.datamover.bench:ourload", keys=keys,
+                             busy_poll_us=args.busy_poll_us)
     session = InitiatorSession(create_transport(args.transport, {}), Portal(host, port), config, iqn)
     await session.login()
     try:
@@ -135,10 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-T", dest="tag", type=lambda s: int(s, 0), default=0x5EED, help="stamp tag")
     parser.add_argument("--transport", default="tcp")
     parser.add_argument("--digests", action="store_true", help="ask for CRC32C header and data digests")
+    parser.add_argument("--busy-poll-us", type=int, default=0, metavar="US",
+                        help="poll for answers this long after each send instead of sleeping (0: off)")
     parser.add_argument("url")
     args = parser.parse_args(argv)
     if args.blocks <= 0 or args.queue_depth <= 0:
         parser.error("-b and -m must be positive")
+    if args.busy_poll_us < 0:
+        parser.error("--busy-poll-us must be >= 0")
     try:
         import uvloop  # type: ignore[import-not-found]
 

@@ -78,6 +78,8 @@ def _make_initiator(section: dict[str, Any], config: FileConfig) -> tuple[Any, P
             setattr(init, key, float(section[key]))
     if "recovery_attempts" in section:
         init.recovery_attempts = int(section["recovery_attempts"])
+    if "busy_poll_us" in section:
+        init.busy_poll_us = int(section["busy_poll_us"])
     if "isid" in section:
         try:
             isid = int(section["isid"], 0) if isinstance(section["isid"], str) else int(section["isid"])

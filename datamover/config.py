@@ -26,6 +26,7 @@ Schema (see docs/config.md for every key)::
     chap = "user:secret"
     login_timeout = 15.0
     nop_interval = 0.0
+    busy_poll_us = 0                  # poll instead of sleeping while commands are in flight
 
     [keys]                            # RFC 7143 operational keys, both roles
     MaxBurstLength = 1048576
@@ -62,7 +63,7 @@ _TARGET_KEYS: dict[str, type | tuple[type, ...]] = {
 _INITIATOR_KEYS: dict[str, type | tuple[type, ...]] = {
     "transport": str, "portal": str, "target": str, "name": str, "chap": str, "isid": (int, str),
     "login_timeout": (int, float), "nop_interval": (int, float), "command_timeout": (int, float),
-    "recovery_attempts": int,
+    "recovery_attempts": int, "busy_poll_us": int,
 }
 _TOP_KEYS = {"target", "initiator", "keys", "transport", "compare"}
 
@@ -93,6 +94,8 @@ def _check_section(source: str, section: str, data: object, schema: dict[str, ty
             raise ConfigError(source, f"{section}.{key}", f"expected {names}, got {type(value).__name__} {value!r}")
         if key in _SECONDS and value < 0:
             raise ConfigError(source, f"{section}.{key}", f"expected seconds >= 0, got {value!r}")
+        if key == "busy_poll_us" and value < 0:
+            raise ConfigError(source, f"{section}.{key}", f"expected microseconds >= 0, got {value!r}")
     return dict(data)
 
 

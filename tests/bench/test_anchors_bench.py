@@ -37,7 +37,7 @@ def test_anchors_bench_smoke(tmp_path: Path) -> None:
     out = tmp_path / "anchors.json"
     plot = tmp_path / "anchors.png"
     result = subprocess.run([sys.executable, "-m", "bench.anchors", "--smoke", "--verify",
-                             "--workloads", "rand-read-4k-qd32,seq-read-64k-qd32,seq-write-64k-qd32",
+                             "--workloads", "rand-read-4k-qd32,rand-read-4k-qd1,seq-read-64k-qd32,seq-write-64k-qd32",
                              "--tcp-option", "sendfile=true", "--json", str(out), "--plot", str(plot)],
                             capture_output=True, text=True, timeout=240, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
@@ -48,6 +48,8 @@ def test_anchors_bench_smoke(tmp_path: Path) -> None:
     parts = {(row["part"], row["workload"], row["b"]) for row in data["rows"]}
     assert ("targets", "seq-write-64k-qd32", "ours") in parts
     assert ("initiators", "rand-read-4k-qd32", "ours->our target") in parts
+    assert ("initiators", "rand-read-4k-qd1", "ours, busy_poll_us=100") in parts
+    assert "| rand-read-4k-qd1 (ours, busy_poll_us=100) |" in result.stdout
     for row in data["rows"]:
         for sample in row["a_samples"] + row["b_samples"]:
             assert sample["ok"] and sample["ios"] > 0, (row["workload"], sample)

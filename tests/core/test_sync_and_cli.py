@@ -158,6 +158,8 @@ def test_cli_errors_are_one_line(args: list[str], expected: str) -> None:
     ("[wat]\n", "wat: unknown section"),
     ("[target]\nnop_interval = -1\n", "target.nop_interval: expected seconds >= 0, got -1"),
     ("[initiator]\ncommand_timeout = -0.5\n", "initiator.command_timeout: expected seconds >= 0"),
+    ("[initiator]\nbusy_poll_us = -5\n", "initiator.busy_poll_us: expected microseconds >= 0, got -5"),
+    ("[initiator]\nbusy_poll_us = 2.5\n", "initiator.busy_poll_us: expected int"),
     ("[transport.loopback]\nfrobnicate = true\n[target]\ntransport='loopback'\niqn='iqn.2026-11.org.x:y'\nluns=['memory,size=1M']\n",
      "transport.loopback.frobnicate: unknown option"),
 ])
