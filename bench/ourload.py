@@ -1,7 +1,7 @@
 """Our initiator as a load generator: the Python twin of ``bench/iscsi_load.c``.
 
     .venv/bin/python -m bench.ourload [-w] [-r] [-b BLOCKS] [-m QD] [-t SECONDS] [-V]
-                                      [--transport tcp] [--digests] URL
+                                      [--transport tcp] [--digests] [--busy-poll-us US] URL
 
 Same options, same workloads and the same last line as iscsi-load, so bench/anchors.py can
 put our initiator beside libiscsi against the same target:
@@ -10,8 +10,11 @@ put our initiator beside libiscsi against the same target:
 
 (cpu_s: this process's CPU time over the timed part only, without start-up and login.)
 
-Each of the QD workers owns one buffer from ``session.alloc_buffer`` and issues READ(16) or
-WRITE(16) back to back until the time is up. uvloop is used when it is installed.
+Each of the QD slots owns one buffer from ``session.alloc_buffer`` and issues READ(16) or
+WRITE(16) back to back until the time is up, the way iscsi-load drives libiscsi's async API:
+``session.submit`` returns each command's future and its done-callback issues the slot's next
+command, so no coroutine runs per command. A command the device did not run (a unit
+attention) is sent again. uvloop is used when it is installed.
 """
 
 from __future__ import annotations
@@ -22,9 +25,16 @@ import random
 import struct
 import sys
 import time
+from functools import partial
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
+if TYPE_CHECKING:
+    from datamover.initiator import ScsiOutcome
+
 _STAMP = struct.Struct("<QQ")
+#: READ (16) / WRITE (16): opcode, flags, LBA, blocks, group, control
+_CDB16 = struct.Struct(">BBQIBB")
 
 
 def parse_url(url: str) -> tuple[str, int, str, int]:
@@ -65,13 +75,15 @@ async def run(args: argparse.Namespace) -> int:
     position = 0
     ios = errors = verify_errors = 0
     latency = 0.0
-    deadline = time.perf_counter() + args.seconds
     tag = args.tag
+
+    random_io = args.random
+    randrange = rng.randrange
 
     def next_lba() -> int:
         nonlocal position
-        if args.random:
-            return rng.randrange(slots) * blocks
+        if random_io:
+            return randrange(slots) * blocks
         lba = position
         position = position + blocks if position + 2 * blocks <= num_blocks else 0
         return lba
@@ -87,34 +99,62 @@ async def run(args: argparse.Namespace) -> int:
                 bad += 1
         return bad
 
-    async def worker(index: int) -> None:
-        nonlocal ios, errors, verify_errors, latency
+    write, verify, seconds = args.write, args.verify, args.seconds
+    slots_left = args.queue_depth
+    finished = asyncio.get_running_loop().create_future()
+
+    def issue(buf: memoryview, started: float) -> None:
+        """The slot's next command; its done-callback comes back here until time is up."""
+        lba = next_lba()
+        if write:
+            if verify:
+                stamp(buf, lba)
+            future = session.submit(lun, _CDB16.pack(0x8A, 0, lba, blocks, 0, 0), data_out=buf)
+        else:
+            future = session.submit(lun, _CDB16.pack(0x88, 0, lba, blocks, 0, 0), read_buffer=buf)
+        future.add_done_callback(partial(done, buf, lba, started, 0))
+
+    def done(buf: memoryview, lba: int, started: float, retries: int, future: asyncio.Future[ScsiOutcome]) -> None:
+        nonlocal ios, errors, verify_errors, latency, slots_left
+        try:
+            outcome = future.result()
+            if outcome.not_run and retries < 3:  # a unit attention: the device did not run it
+                again = session.submit(lun, _CDB16.pack(0x8A if write else 0x88, 0, lba, blocks, 0, 0),
+                                       **({"data_out": buf} if write else {"read_buffer": buf}))
+                again.add_done_callback(partial(done, buf, lba, started, retries + 1))
+                return
+            outcome.check()
+        except BaseException as exc:  # (a cancelled future too: the slot ends either way)
+            errors += 1
+            print(f"LBA {lba} failed: {exc!r}", file=sys.stderr)
+        else:
+            if verify and not write:
+                verify_errors += check(buf, lba)
+            now = time.perf_counter()
+            latency += now - started
+            ios += 1
+            if now < deadline and not errors:
+                try:
+                    issue(buf, now)
+                    return
+                except Exception as exc:  # (a callback must not raise: the slot would never end)
+                    errors += 1
+                    print(f"issuing after LBA {lba} failed: {exc!r}", file=sys.stderr)
+        slots_left -= 1
+        if not slots_left and not finished.done():
+            finished.set_result(None)
+
+    buffers = []
+    for index in range(args.queue_depth):
         buf = session.alloc_buffer(length)
         buf[:] = bytes([0xA5 ^ index]) * length
-        write_cdb = bytearray(struct.pack(">BBQIBB", 0x8A, 0, 0, blocks, 0, 0))
-        while time.perf_counter() < deadline and not errors:
-            lba = next_lba()
-            started = time.perf_counter()
-            try:
-                if args.write:
-                    if args.verify:
-                        stamp(buf, lba)
-                    struct.pack_into(">Q", write_cdb, 2, lba)
-                    (await session.execute(lun, bytes(write_cdb), data_out=buf)).check()
-                else:
-                    await session.read_blocks(lun, lba, blocks, block_size, buffer=buf)
-                    if args.verify:
-                        verify_errors += check(buf, lba)
-            except Exception as exc:
-                errors += 1
-                print(f"LBA {lba} failed: {exc}", file=sys.stderr)
-                return
-            latency += time.perf_counter() - started
-            ios += 1
-
+        buffers.append(buf)
+    deadline = time.perf_counter() + seconds
     started = time.perf_counter()
     cpu_started = time.process_time()
-    await asyncio.gather(*(worker(i) for i in range(args.queue_depth)))
+    for buf in buffers:
+        issue(buf, time.perf_counter())
+    await finished
     elapsed = time.perf_counter() - started
     cpu = time.process_time() - cpu_started
     await session.logout()

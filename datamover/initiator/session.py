@@ -95,6 +95,13 @@ class ScsiOutcome:
             raise CommandFailed(self.status, self.sense)
         return self
 
+    @property
+    def not_run(self) -> bool:
+        """The device did not run the command and it may simply be sent again: refused
+        with a UNIT ATTENTION (power on, reset, ...) or ended with TASK ABORTED by another
+        nexus's reset (TAS). ``execute`` and the block helpers retry these themselves."""
+        return self.status == TASK_ABORTED or (self.status == CHECK_CONDITION and _sense_key(self.sense) == 0x06)
+
 
 @dataclass(slots=True)
 class _Pending:
@@ -315,6 +322,35 @@ class InitiatorSession:
                 return outcome
             ua_retries -= 1
 
+    def submit(self, lun: int, cdb: bytes, *, data_out: bytes | bytearray | memoryview | None = None,
+               read_buffer: memoryview | bytearray | None = None, attr: int = 1) -> asyncio.Future[ScsiOutcome]:
+        """Issue one SCSI command now and return the future of its outcome: ``execute``'s
+        lower level, without a coroutine per command, for callers that keep many commands
+        in flight with callbacks (libiscsi's async API does the same; ``bench/ourload.py``
+        uses it). A coroutine and its task cost about 1.3 us of the 11 that a 4 KiB read
+        takes here.
+
+        Unlike ``execute``: a command the device did not run (``ScsiOutcome.not_run``) is
+        not retried, there is no timeout but ``command_timeout`` (which drops a dead
+        connection and re-issues the command after recovery), and the command is sent as
+        given, however large. When the command window is closed it is sent as soon as it
+        opens. The future fails with SessionClosed if the session ends first; cancelling
+        it drops the answer, not the command.
+        """
+        out_view = in_view = None
+        if data_out is not None:
+            out_view = data_out if _flat(data_out) else memoryview(data_out).cast("B")
+            if read_buffer is not None:
+                raise ValueError("bidirectional commands are not supported")
+        elif read_buffer is not None:
+            in_view = read_buffer if _flat(read_buffer) else memoryview(read_buffer).cast("B")
+        pending = self._issue(lun, cdb if type(cdb) is bytes else bytes(cdb), out_view, in_view, attr, True)
+        if pending.pdu is None:
+            # the window is closed (or the session recovering): a task waits for it
+            waiter = (self._loop or asyncio.get_running_loop()).create_task(self._send_ordered(pending))
+            waiter.add_done_callback(partial(_relay_failure, pending.future))
+        return pending.future  # type: ignore[return-value]
+
     def _issue(self, lun: int, cdb: bytes, out_view: memoryview | None, in_view: memoryview | None,
                attr: int, watched: bool) -> _Pending:
         """A SCSI command's request, sent at once when the window is open (``pdu`` set);
@@ -342,15 +378,14 @@ class InitiatorSession:
 
     @staticmethod
     def _worth_retrying(outcome: ScsiOutcome, lun: int) -> bool:
-        """True for a command the device did not run: refused with a UNIT ATTENTION, or
-        ended with TASK ABORTED by another nexus's reset (TAS)."""
+        """``outcome.not_run``, logged: the retry it leads to is worth a line."""
+        if not outcome.not_run:
+            return False
         if outcome.status == TASK_ABORTED:
             log.info("command on LUN %d aborted by another nexus: retrying", lun)
-            return True
-        if outcome.status == CHECK_CONDITION and _sense_key(outcome.sense) == 0x06:
+        else:
             log.info("unit attention on LUN %d (ASC/ASCQ %s): retrying", lun, outcome.sense[12:14].hex())
-            return True
-        return False
+        return True
 
     def _check_overdue(self) -> None:
         """The command_timeout check, every eighth of it: a command without a response
@@ -948,6 +983,25 @@ class InitiatorSession:
                         conn = self.conn
                         conn.connection_terminate()
                         self.connection_terminate_notify(conn)
+
+
+def _flat(buffer: object) -> bool:
+    """A contiguous one-dimensional byte view (the usual buffer), usable as it is: a cast
+    per command would cost more than this test."""
+    return (type(buffer) is memoryview and buffer.format == "B" and buffer.ndim == 1  # type: ignore[union-attr]
+            and buffer.c_contiguous)  # type: ignore[union-attr]
+
+
+def _relay_failure(future: asyncio.Future[object], waiter: asyncio.Task[None]) -> None:
+    """A submitted command's wait for the window failed (the session closed): its caller
+    learns it from the command's future."""
+    if waiter.cancelled():
+        if not future.done():
+            future.cancel()
+        return
+    error = waiter.exception()
+    if error is not None and not future.done():
+        future.set_exception(error)
 
 
 def _sense_key(sense: bytes) -> int:
