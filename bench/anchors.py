@@ -355,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verify", action="store_true", help="keep LBA stamps in writes; check every LUN at the end")
     parser.add_argument("--json", help="write every sample here")
     parser.add_argument("--plot", help="write a PNG of the ratios here")
+    parser.add_argument("--lun-option", action="append", default=[], metavar="OPTION",
+                        help="an option of our target's LUN (--lun PATH,size=N,OPTION), e.g. mmap")
     parser.add_argument("--tcp-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a [transport.tcp] option for our target (TOML value), e.g. phase_collapse=true")
     parser.add_argument("--smoke", action="store_true", help="a fraction of a second per case, 16 MiB LUNs")
@@ -402,8 +404,9 @@ def main(argv: list[str] | None = None) -> int:
             toml.write_text("[transport.tcp]\n" + "".join(f"{o.split('=', 1)[0]} = {o.split('=', 1)[1]}\n"
                                                           for o in args.tcp_option))
             config = ["-c", str(toml)]
+        lun = ",".join([str(work / "ours.img"), f"size={size}", *args.lun_option])
         ours = PeerProcess([*datamover_argv(), "-v", "target", "serve", *config, "--transport", "tcp", "--portal",
-                            "127.0.0.1:0", "--iqn", OUR_IQN, "--lun", f"{work / 'ours.img'},size={size}"],
+                            "127.0.0.1:0", "--iqn", OUR_IQN, "--lun", lun],
                            work / "datamover-target.log", cwd=str(REPO))
         match = ours.wait_for_line(serving, 30)
         from tools.interop.libiscsi import iscsi_url
@@ -461,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     out: list[str] = []
     if args.tcp_option:
         out.append(f"our target's [transport.tcp] options: {', '.join(args.tcp_option)}")
+    if args.lun_option:
+        out.append(f"our target's LUN options: {', '.join(args.lun_option)}")
     out.append(f"{args.rounds} interleaved round(s) x {args.seconds:g} s per workload and side; medians; "
                f"{args.lun_mib} MiB page-cached file LUNs; tgtd {tgtd_version()}; {os.cpu_count()} CPUs; "
                f"load average at the end {os.getloadavg()[0]:.2f}")
@@ -480,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"rounds": args.rounds, "seconds": args.seconds, "lun_mib": args.lun_mib,
-                       "negotiated": keys, "verified": verified, "rows": [asdict(r) for r in rows]}, handle, indent=2)
+                       "tcp_options": args.tcp_option, "lun_options": args.lun_option, "negotiated": keys, "verified": verified, "rows": [asdict(r) for r in rows]}, handle, indent=2)
     if args.plot:
         plot(rows, args.plot)
     shutil.rmtree(work, ignore_errors=True)

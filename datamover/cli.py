@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transport", help="registered transport name (default tcp)")
     p.add_argument("--portal", action="append", help="HOST:PORT[,TPGT] to listen on (repeatable)")
     p.add_argument("--iqn", help="target iSCSI name")
-    p.add_argument("--lun", action="append", help="PATH[,size=N][,block=512|4096][,ro] or memory,size=N (repeatable)")
+    p.add_argument("--lun", action="append", help="PATH[,size=N][,block=512|4096][,phys=4096][,ro][,removable][,mmap] or memory,size=N (repeatable)")
     p.add_argument("--chap", help="require CHAP: USER:SECRET[:MUTUALUSER:MUTUALSECRET]")
     p.add_argument("--acl", action="append", help="initiator name allowed to log in (repeatable; default all)")
     p.add_argument("--queue-depth", type=int, help="CmdSN window per session (default 128)")

@@ -56,16 +56,20 @@ class LunConfig:
     removable: bool = False
     #: physical block size in bytes (READ CAPACITY(16) LBPPBE); None = the logical block size
     physical_block_size: int | None = None
+    #: map the file read-only and answer small READs from the mapping (backend.py says what
+    #: a media error costs then); file LUNs only
+    mmap: bool = False
 
     @classmethod
     def parse(cls, text: str) -> LunConfig:
-        """``PATH[,size=N[K|M|G]][,block=512|4096][,phys=4096][,ro][,removable]`` or ``memory,size=N``."""
+        """``PATH[,size=N[K|M|G]][,block=512|4096][,phys=4096][,ro][,removable][,mmap]`` or ``memory,size=N``."""
         path, *opts = text.split(",")
         size: int | None = None
         block = 512
         read_only = False
         removable = False
         physical: int | None = None
+        mapped = False
         for opt in opts:
             name, _, value = opt.partition("=")
             if name == "size":
@@ -78,15 +82,19 @@ class LunConfig:
                 physical = int(value)
             elif name in ("removable", "rmb"):
                 removable = value in ("", "1", "yes", "true")
+            elif name == "mmap":
+                mapped = value in ("", "1", "yes", "true")
             else:
                 raise ValueError(f"unknown LUN option {name!r} in {text!r}")
         if path == "memory" and size is None:
             raise ValueError("a memory LUN needs size=N")
+        if path == "memory" and mapped:
+            raise ValueError(f"mmap applies to file LUNs; a memory LUN is in memory already ({text!r})")
         if block not in (512, 1024, 2048, 4096):
             raise ValueError(f"block size {block} in {text!r} must be 512, 1024, 2048 or 4096")
         if physical is not None and (physical < block or physical & (physical - 1)):
             raise ValueError(f"physical block size {physical} in {text!r} must be a power of two >= {block}")
-        return cls(path, size, block, read_only, removable=removable, physical_block_size=physical)
+        return cls(path, size, block, read_only, removable=removable, physical_block_size=physical, mmap=mapped)
 
 
 def parse_size(text: str) -> int:

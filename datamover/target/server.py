@@ -27,7 +27,7 @@ def open_backend(lun: LunConfig) -> Backend:
     if lun.path == "memory":
         assert lun.size is not None
         return MemoryBackend(lun.size, block_size=lun.block_size)
-    return FileBackend(lun.path, lun.size, read_only=lun.read_only, block_size=lun.block_size)
+    return FileBackend(lun.path, lun.size, read_only=lun.read_only, block_size=lun.block_size, mmap=lun.mmap)
 
 
 def build_lunmap(target: TargetConfig) -> LunMap:

@@ -38,10 +38,12 @@ def test_anchors_bench_smoke(tmp_path: Path) -> None:
     plot = tmp_path / "anchors.png"
     result = subprocess.run([sys.executable, "-m", "bench.anchors", "--smoke", "--verify",
                              "--workloads", "rand-read-4k-qd32,rand-read-4k-qd1,seq-read-64k-qd32,seq-write-64k-qd32",
-                             "--tcp-option", "sendfile=true", "--json", str(out), "--plot", str(plot)],
+                             "--tcp-option", "sendfile=true", "--lun-option", "mmap", "--json", str(out),
+                             "--plot", str(plot)],
                             capture_output=True, text=True, timeout=240, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "| rand-read-4k-qd32 |" in result.stdout and "ours / tgtd" in result.stdout
+    assert "our target's LUN options: mmap" in result.stdout
     assert "ours / libiscsi" in result.stdout
     data = json.loads(out.read_text())
     assert data["verified"] == {"tgtd": True, "ours": True}

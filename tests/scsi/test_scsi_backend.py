@@ -194,3 +194,43 @@ def test_read_returns_the_bytes_of_read_into_and_checks_the_range(tmp_path: Path
             with pytest.raises(BackendError):
                 backend.read(offset, length)
         backend.close()
+
+
+# ------------------------------------------------------------------ mapped file LUNs (mmap)
+def test_mapped_view_lends_the_files_bytes_and_sees_later_writes(tmp_path: Path) -> None:
+    with FileBackend(tmp_path / "m", SIZE, mmap=True) as b:
+        b.write_from(4096, b"before" * 10)
+        view = b.mapped_view(4096, 60)
+        assert view is not None and view.readonly and bytes(view) == b"before" * 10
+        b.write_from(4096, b"AFTER!")  # pwritev and the mapping share the page cache
+        assert bytes(view[:12]) == b"AFTER!before"
+        with pytest.raises(TypeError):
+            view[0] = 0  # type: ignore[index]
+        assert b.mapped_view(SIZE - 10, 11) is None and b.mapped_view(-1, 4) is None
+        assert bytes(b.mapped_view(SIZE - 4, 4) or b"?") == bytes(4)
+    assert b.mapped_view(0, 4) is None  # closed
+    del view  # the mapping went with its last view
+
+
+def test_mapping_is_off_unless_asked(tmp_path: Path) -> None:
+    with FileBackend(tmp_path / "p", SIZE) as plain, MemoryBackend(SIZE) as memory:
+        assert plain.mapped_view(0, 512) is None
+        assert Backend.mapped_view(memory, 0, 512) is None
+
+
+def test_a_read_only_file_maps_too(tmp_path: Path) -> None:
+    path = tmp_path / "ro"
+    path.write_bytes(b"x" * SIZE)
+    os.chmod(path, 0o444)
+    with FileBackend(path, read_only=True, mmap=True) as b:
+        assert bytes(b.mapped_view(0, 3) or b"") == b"xxx"
+
+
+def test_lun_option_mmap() -> None:
+    from datamover.target.config import LunConfig
+
+    assert LunConfig.parse("disk.img,size=1M,mmap").mmap
+    assert LunConfig.parse("disk.img,mmap=yes").mmap and not LunConfig.parse("disk.img,mmap=no").mmap
+    assert not LunConfig.parse("disk.img").mmap
+    with pytest.raises(ValueError, match="file LUNs"):
+        LunConfig.parse("memory,size=1M,mmap")
