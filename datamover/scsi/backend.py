@@ -9,11 +9,11 @@ caller, except that ``read_into``/``write_from`` on a :class:`FileBackend` map t
 positional syscalls and may overlap safely.
 
 A :class:`FileBackend` opened with ``mmap=True`` also maps the file read-only, so that
-:meth:`Backend.mapped_view` lends the file's page-cache pages to a READ without a system call or a
-copy (writes still go through ``pwritev``, which the mapping sees at once). The price, as
-with tgt's ``mmap`` backing store: a read that fails in the kernel (a media error, or the
-file truncated by someone else) kills the process with SIGBUS instead of answering MEDIUM
-ERROR. It is off unless asked for.
+:meth:`Backend.mapped_view` lends the file's page-cache pages to a READ without a system
+call or a copy (writes still go through ``pwritev``, which the mapping sees at once). The
+price, as with tgt's ``mmap`` backing store: a read that fails in the kernel (a media
+error, or the file truncated by someone else) kills the process with SIGBUS instead of
+answering MEDIUM ERROR. It is off unless asked for.
 """
 
 from __future__ import annotations
@@ -320,8 +320,12 @@ class FileBackend(Backend):
         return data
 
     def write_from(self, offset: int, buf: Buffers) -> None:
-        parts = _as_list(buf)
-        n = sum(p.nbytes for p in parts)
+        if type(buf) is memoryview:
+            parts = [buf]  # (one view, every fast-path write: no list building, no generator)
+            n = buf.nbytes
+        else:
+            parts = _as_list(buf)
+            n = sum(p.nbytes for p in parts)
         if offset < 0 or offset + n > self.size:
             self._check_range(offset, n)
         try:
