@@ -96,3 +96,21 @@ async def test_bad_buffers_are_refused_before_anything_is_sent() -> None:
             session.submit(0, read16(0, 8), read_buffer=memoryview(bytearray(8192))[::2])  # not contiguous
         assert not session._pending
         await session.logout()
+
+
+async def test_submitted_commands_survive_a_connection_loss() -> None:
+    """ERL 0: commands submitted and unanswered when the connection drops are re-issued
+    after the session is reinstated, and their futures complete as if nothing happened."""
+    async with running_target() as (server, portal):
+        session = make_session("loopback", portal, recovery_backoff=(0.01, 0.05))
+        await session.login()
+        payloads = [bytes([i + 1]) * 4096 for i in range(16)]
+        futures = [session.submit(0, write16(i * 8, 8), data_out=payloads[i]) for i in range(16)]
+        for target_session in list(server.sessions.values()):
+            target_session.close()  # the target vanishes with the writes in flight
+        async with asyncio.timeout(10):
+            outcomes = await asyncio.gather(*futures)
+        assert all(o.good for o in outcomes) and session.recoveries >= 1
+        for i in range(16):
+            assert bytes(await session.read_blocks(0, i * 8, 8)) == payloads[i]
+        await session.logout()

@@ -234,3 +234,15 @@ def test_lun_option_mmap() -> None:
     assert not LunConfig.parse("disk.img").mmap
     with pytest.raises(ValueError, match="file LUNs"):
         LunConfig.parse("memory,size=1M,mmap")
+
+
+def test_mapped_view_reads_zeros_after_deallocate(tmp_path: Path) -> None:
+    """UNMAP / WRITE SAME(UNMAP) punch holes; the mapping reads them back as zeros."""
+    with FileBackend(tmp_path / "h", 1 << 20, mmap=True) as b:
+        b.write_from(0, b"\xab" * (1 << 20))
+        b.deallocate(64 * 1024, 128 * 1024)
+        view = b.mapped_view(0, 1 << 20)
+        assert view is not None
+        assert bytes(view[64 * 1024:192 * 1024]) == bytes(128 * 1024)
+        assert bytes(view[:64 * 1024]) == b"\xab" * (64 * 1024) and view[-1] == 0xAB
+        del view
