@@ -8,12 +8,12 @@ Backends are not thread-safe by themselves; calls from several threads need a lo
 caller, except that ``read_into``/``write_from`` on a :class:`FileBackend` map to
 positional syscalls and may overlap safely.
 
-A :class:`FileBackend` opened with ``mmap=True`` also maps the file read-only, so that
-:meth:`Backend.mapped_view` lends the file's page-cache pages to a READ without a system
-call or a copy (writes still go through ``pwritev``, which the mapping sees at once). The
-price, as with tgt's ``mmap`` backing store: a read that fails in the kernel (a media
-error, or the file truncated by someone else) kills the process with SIGBUS instead of
-answering MEDIUM ERROR. It is off unless asked for.
+A :class:`FileBackend` opened with ``mmap=True`` also maps the file read-only and reads by
+copying out of the mapping instead of ``preadv``: the same one copy, at the same moment,
+without a system call (writes still go through ``pwritev``, which the mapping sees at
+once). The price, as with tgt's ``mmap`` backing store: a read that fails in the kernel (a
+media error, or the file truncated by someone else) kills the process with SIGBUS instead
+of answering MEDIUM ERROR. It is off unless asked for.
 """
 
 from __future__ import annotations
@@ -94,12 +94,6 @@ class Backend(abc.ABC):
     def file_slice(self, offset: int, length: int) -> FileSlice | None:
         """Where ``length`` bytes at ``offset`` lie in an open file, for a datamover that
         sends from files (``os.sendfile``); None when the medium is not a plain file."""
-        return None
-
-    def mapped_view(self, offset: int, length: int) -> memoryview | None:
-        """The medium's own bytes at ``offset``, read-only and without a copy, valid until
-        ``close``; None where the backend lends none (only a mapped :class:`FileBackend`
-        does). Later writes show through: send it before the next write to the range."""
         return None
 
     def close(self) -> None:
@@ -236,7 +230,7 @@ class FileBackend(Backend):
         self.path = Path(path)
         self.read_only = read_only
         self._fd = -1
-        #: the read-only mapping behind mapped_view() (mmap=True), None otherwise
+        #: the read-only mapping reads copy from (mmap=True), None otherwise
         self._mapping: memoryview | None = None
         flags = (os.O_RDONLY if read_only else os.O_RDWR) | getattr(os, "O_CLOEXEC", 0)
         created = False
@@ -294,6 +288,12 @@ class FileBackend(Backend):
         n = buf.nbytes
         if offset < 0 or offset + n > self.size:
             self._check_range(offset, n)
+        mapping = self._mapping
+        if mapping is not None:
+            if buf.format != "B" or buf.ndim != 1:
+                buf = buf.cast("B")
+            buf[:] = mapping[offset:offset + n]  # (mmap: the copy without the system call)
+            return
         try:
             got = os.preadv(self._fd, [buf], offset)
             while got < n:  # short read: huge request, or the file shrank under us
@@ -309,6 +309,9 @@ class FileBackend(Backend):
     def read(self, offset: int, length: int) -> bytes:
         if offset < 0 or offset + length > self.size:
             self._check_range(offset, length)
+        mapping = self._mapping
+        if mapping is not None:
+            return mapping[offset:offset + length].tobytes()
         try:
             data = os.pread(self._fd, length, offset)
         except OSError as exc:
@@ -390,12 +393,6 @@ class FileBackend(Backend):
             return None
         return FileSlice(self._fd, offset, length)
 
-    def mapped_view(self, offset: int, length: int) -> memoryview | None:
-        mapping = self._mapping
-        if mapping is None or offset < 0 or offset + length > self.size:
-            return None
-        return mapping[offset:offset + length]
-
     def flush(self) -> None:
         if self.read_only:
             return
@@ -412,8 +409,8 @@ class FileBackend(Backend):
             try:
                 source.close()  # type: ignore[union-attr]
             except BufferError:
-                # a view is still queued in a datamover: the mapping goes with the last one
-                log.debug("%s: mapping still lent out at close; unmapped when released", self.path)
+                # a caller still holds a slice of it: unmapped when that goes
+                log.debug("%s: mapping still in use at close; unmapped when released", self.path)
         if self._fd >= 0:
             fd, self._fd = self._fd, -1
             os.close(fd)

@@ -56,8 +56,8 @@ class LunConfig:
     removable: bool = False
     #: physical block size in bytes (READ CAPACITY(16) LBPPBE); None = the logical block size
     physical_block_size: int | None = None
-    #: map the file read-only and answer small READs from the mapping (backend.py says what
-    #: a media error costs then); file LUNs only
+    #: map the file read-only and read by copying out of the mapping instead of pread
+    #: (backend.py says what a media error costs then); file LUNs only
     mmap: bool = False
 
     @classmethod

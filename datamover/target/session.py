@@ -60,13 +60,6 @@ log = logging.getLogger("datamover.target.session")
 #: through registered memory (one 16 KiB copy at most, beside a round trip).
 SMALL_READ = 16 * 1024
 
-#: Fast-path READs up to this size on a mapped file LUN (LUN option mmap) are answered with
-#: a view of the mapping: no pread, no copy of ours. Above it, sending from the file
-#: (sendfile) wins where the datamover can, since writev copies what sendfile lends: here
-#: 64 KiB reads went 2.3-2.6 -> 2.9 GB/s mapped, and 256 KiB / 1 MiB reads 4.1 / 5.0 GB/s
-#: by sendfile against 3.8 / 4.4 mapped.
-MAPPED_READ_MAX = 128 * 1024
-
 #: PDUs that carry a CmdSN and take part in command ordering
 _ORDERED = (ScsiCommand, TmfRequest, TextRequest, LogoutRequest, NopOut)
 
@@ -361,12 +354,6 @@ class TargetSession:
             if not cmd.read or cmd.write:
                 return False
             conn = self.conn
-            if nbytes <= MAPPED_READ_MAX:
-                mapped = lu.backend.mapped_view(offset, nbytes)
-                if mapped is not None:
-                    # the mapped file's own pages (LUN option mmap): no system call, no copy
-                    self._answer_read(cmd, mapped, False)
-                    return True
             min_slice = self._min_file_slice
             if min_slice is None:
                 answer = conn.min_file_slice()

@@ -199,22 +199,23 @@ async def test_file_lun_reads_over_tcp_with_and_without_sendfile(sendfile: bool,
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-async def test_a_mapped_file_lun_answers_reads_from_its_mapping(transport: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """LUN option mmap: READs up to MAPPED_READ_MAX go out from the file's mapping, larger
-    ones as before; every size reads back what was written, a write just before a read
-    included."""
+async def test_a_mapped_file_lun_reads_without_a_system_call(transport: str, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """LUN option mmap: READs of every size (small ones into bytes, larger ones into pooled
+    buffers) copy out of the mapping, never pread, and read back what was written, a write
+    just before a read included."""
+    import os
+
     from datamover.target.config import LunConfig
-    from datamover.target.session import MAPPED_READ_MAX
 
     rng = random.Random(11)
     lun = LunConfig(str(tmp_path / "mapped.img"), 8 << 20, mmap=True)
     async with logged_in(transport, luns=[lun]) as (server, session):
-        backend = _lu(server).backend
-        lent: list[int] = []
-        original = backend.mapped_view
-        backend.mapped_view = lambda offset, length: lent.append(length) or original(offset, length)
-        for size in (512, 4096, 64 << 10, MAPPED_READ_MAX, MAPPED_READ_MAX + 512, 1 << 20):
+        def refuse(*args: object) -> None:
+            raise AssertionError("a mapped LUN read with a system call")
+
+        monkeypatch.setattr(os, "pread", refuse)
+        monkeypatch.setattr(os, "preadv", refuse)
+        for size in (512, 4096, 64 << 10, 1 << 20):
             data = rng.randbytes(size)
             assert (await session.write_blocks(0, 2048, data)).good
             assert bytes(await session.read_blocks(0, 2048, size // 512)) == data
-        assert lent == [512, 4096, 64 << 10, MAPPED_READ_MAX]  # the larger two were not mapped

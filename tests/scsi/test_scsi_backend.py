@@ -197,25 +197,40 @@ def test_read_returns_the_bytes_of_read_into_and_checks_the_range(tmp_path: Path
 
 
 # ------------------------------------------------------------------ mapped file LUNs (mmap)
-def test_mapped_view_lends_the_files_bytes_and_sees_later_writes(tmp_path: Path) -> None:
+def _no_pread(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object) -> None:
+        raise AssertionError("a mapped LUN read with a system call")
+
+    monkeypatch.setattr(os, "pread", refuse)
+    monkeypatch.setattr(os, "preadv", refuse)
+
+
+def test_a_mapped_lun_reads_by_copying_from_the_mapping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with FileBackend(tmp_path / "m", SIZE, mmap=True) as b:
         b.write_from(4096, b"before" * 10)
-        view = b.mapped_view(4096, 60)
-        assert view is not None and view.readonly and bytes(view) == b"before" * 10
+        _no_pread(monkeypatch)
+        first = b.read(4096, 60)
+        assert first == b"before" * 10
         b.write_from(4096, b"AFTER!")  # pwritev and the mapping share the page cache
-        assert bytes(view[:12]) == b"AFTER!before"
-        with pytest.raises(TypeError):
-            view[0] = 0  # type: ignore[index]
-        assert b.mapped_view(SIZE - 10, 11) is None and b.mapped_view(-1, 4) is None
-        assert bytes(b.mapped_view(SIZE - 4, 4) or b"?") == bytes(4)
-    assert b.mapped_view(0, 4) is None  # closed
-    del view  # the mapping went with its last view
+        assert first == b"before" * 10  # a read is a copy taken when it ran
+        assert b.read(4096, 12) == b"AFTER!before"
+        into = bytearray(12)
+        b.read_into(4096, memoryview(into))
+        assert into == b"AFTER!before"
+        words = memoryview(bytearray(12)).cast("I")  # any view: read_into casts it to bytes
+        b.read_into(4096, words)
+        assert words.tobytes() == b"AFTER!before"
+        with pytest.raises(BackendError):
+            b.read(SIZE - 10, 11)
+        assert b.read(SIZE - 4, 4) == bytes(4)
 
 
-def test_mapping_is_off_unless_asked(tmp_path: Path) -> None:
-    with FileBackend(tmp_path / "p", SIZE) as plain, MemoryBackend(SIZE) as memory:
-        assert plain.mapped_view(0, 512) is None
-        assert Backend.mapped_view(memory, 0, 512) is None
+def test_mapping_is_off_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, off: calls.append(n) or real(fd, n, off))
+    with FileBackend(tmp_path / "p", SIZE) as b:
+        assert b.read(0, 512) == bytes(512) and calls == [512]
 
 
 def test_a_read_only_file_maps_too(tmp_path: Path) -> None:
@@ -223,7 +238,24 @@ def test_a_read_only_file_maps_too(tmp_path: Path) -> None:
     path.write_bytes(b"x" * SIZE)
     os.chmod(path, 0o444)
     with FileBackend(path, read_only=True, mmap=True) as b:
-        assert bytes(b.mapped_view(0, 3) or b"") == b"xxx"
+        assert b.read(0, 3) == b"xxx"
+
+
+def test_mapped_lun_reads_zeros_after_deallocate(tmp_path: Path) -> None:
+    """UNMAP / WRITE SAME(UNMAP) punch holes; the mapping reads them back as zeros."""
+    with FileBackend(tmp_path / "h", 1 << 20, mmap=True) as b:
+        b.write_from(0, b"\xab" * (1 << 20))
+        b.deallocate(64 * 1024, 128 * 1024)
+        assert b.read(64 * 1024, 128 * 1024) == bytes(128 * 1024)
+        assert b.read(0, 64 * 1024) == b"\xab" * (64 * 1024) and b.read((1 << 20) - 1, 1) == b"\xab"
+
+
+def test_close_with_a_slice_of_the_mapping_still_held(tmp_path: Path) -> None:
+    b = FileBackend(tmp_path / "c", SIZE, mmap=True)
+    held = b._mapping[:10]  # type: ignore[index]  # (what a caller of the internals could do)
+    b.close()  # no BufferError: the mapping goes when the slice does
+    assert held.tobytes() == bytes(10)
+    del held
 
 
 def test_lun_option_mmap() -> None:
@@ -235,14 +267,3 @@ def test_lun_option_mmap() -> None:
     with pytest.raises(ValueError, match="file LUNs"):
         LunConfig.parse("memory,size=1M,mmap")
 
-
-def test_mapped_view_reads_zeros_after_deallocate(tmp_path: Path) -> None:
-    """UNMAP / WRITE SAME(UNMAP) punch holes; the mapping reads them back as zeros."""
-    with FileBackend(tmp_path / "h", 1 << 20, mmap=True) as b:
-        b.write_from(0, b"\xab" * (1 << 20))
-        b.deallocate(64 * 1024, 128 * 1024)
-        view = b.mapped_view(0, 1 << 20)
-        assert view is not None
-        assert bytes(view[64 * 1024:192 * 1024]) == bytes(128 * 1024)
-        assert bytes(view[:64 * 1024]) == b"\xab" * (64 * 1024) and view[-1] == 0xAB
-        del view
