@@ -77,13 +77,13 @@ class LunConfig:
             elif name in ("block", "block_size"):
                 block = int(value)
             elif name in ("ro", "read_only"):
-                read_only = value in ("", "1", "yes", "true")
+                read_only = _flag(name, value, text)
             elif name in ("phys", "physical_block"):
                 physical = int(value)
             elif name in ("removable", "rmb"):
-                removable = value in ("", "1", "yes", "true")
+                removable = _flag(name, value, text)
             elif name == "mmap":
-                mapped = value in ("", "1", "yes", "true")
+                mapped = _flag(name, value, text)
             else:
                 raise ValueError(f"unknown LUN option {name!r} in {text!r}")
         if path == "memory" and size is None:
@@ -95,6 +95,17 @@ class LunConfig:
         if physical is not None and (physical < block or physical & (physical - 1)):
             raise ValueError(f"physical block size {physical} in {text!r} must be a power of two >= {block}")
         return cls(path, size, block, read_only, removable=removable, physical_block_size=physical, mmap=mapped)
+
+
+def _flag(name: str, value: str, text: str) -> bool:
+    """A LUN option's on/off value: bare (on), 1/yes/true or 0/no/false; anything else is
+    refused rather than read as off."""
+    lowered = value.lower()
+    if lowered in ("", "1", "yes", "true", "on"):
+        return True
+    if lowered in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"LUN option {name}={value!r} in {text!r}: expected yes or no")
 
 
 def parse_size(text: str) -> int:

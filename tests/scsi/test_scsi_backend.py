@@ -266,4 +266,9 @@ def test_lun_option_mmap() -> None:
     assert not LunConfig.parse("disk.img").mmap
     with pytest.raises(ValueError, match="file LUNs"):
         LunConfig.parse("memory,size=1M,mmap")
+    # an on/off value it does not know is refused, not taken as off (ro and removable too)
+    for option in ("mmap=maybe", "ro=2", "removable=sure"):
+        with pytest.raises(ValueError, match="expected yes or no"):
+            LunConfig.parse(f"disk.img,{option}")
+    assert LunConfig.parse("disk.img,ro=off,removable=on").removable
 
