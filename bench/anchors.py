@@ -485,7 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"rounds": args.rounds, "seconds": args.seconds, "lun_mib": args.lun_mib,
-                       "tcp_options": args.tcp_option, "lun_options": args.lun_option, "negotiated": keys, "verified": verified, "rows": [asdict(r) for r in rows]}, handle, indent=2)
+                       "tcp_options": args.tcp_option, "lun_options": args.lun_option, "negotiated": keys,
+                       "verified": verified, "rows": [asdict(r) for r in rows]}, handle, indent=2)
     if args.plot:
         plot(rows, args.plot)
     shutil.rmtree(work, ignore_errors=True)

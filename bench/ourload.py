@@ -106,22 +106,21 @@ async def run(args: argparse.Namespace) -> int:
     def issue(buf: memoryview, started: float) -> None:
         """The slot's next command; its done-callback comes back here until time is up."""
         lba = next_lba()
-        if write:
-            if verify:
-                stamp(buf, lba)
-            future = session.submit(lun, _CDB16.pack(0x8A, 0, lba, blocks, 0, 0), data_out=buf)
-        else:
-            future = session.submit(lun, _CDB16.pack(0x88, 0, lba, blocks, 0, 0), read_buffer=buf)
-        future.add_done_callback(partial(done, buf, lba, started, 0))
+        if write and verify:
+            stamp(buf, lba)
+        send(buf, lba, started, 0)
+
+    def send(buf: memoryview, lba: int, started: float, retries: int) -> None:
+        cdb = _CDB16.pack(0x8A if write else 0x88, 0, lba, blocks, 0, 0)
+        future = session.submit(lun, cdb, data_out=buf) if write else session.submit(lun, cdb, read_buffer=buf)
+        future.add_done_callback(partial(done, buf, lba, started, retries))
 
     def done(buf: memoryview, lba: int, started: float, retries: int, future: asyncio.Future[ScsiOutcome]) -> None:
         nonlocal ios, errors, verify_errors, latency, slots_left
         try:
             outcome = future.result()
             if outcome.not_run and retries < 3:  # a unit attention: the device did not run it
-                again = session.submit(lun, _CDB16.pack(0x8A if write else 0x88, 0, lba, blocks, 0, 0),
-                                       **({"data_out": buf} if write else {"read_buffer": buf}))
-                again.add_done_callback(partial(done, buf, lba, started, retries + 1))
+                send(buf, lba, started, retries + 1)
                 return
             outcome.check()
         except BaseException as exc:  # (a cancelled future too: the slot ends either way)

@@ -379,16 +379,10 @@ class TargetSession:
             self._read_buffers[itt] = buf  # released when the last Put_Data completes
             self._answer_read(cmd, buf, True)
             return True
-        # the write's response: StatSN and MaxCmdSN inline, and straight to the datamover
-        # when untraced (as _answer_read does)
-        stat_sn = self.stat_sn
-        self.stat_sn = (stat_sn + 1) & 0xFFFFFFFF
-        exp_cmd_sn = self.exp_cmd_sn
-        room = self.depth - len(self.tasks) - len(self._held)
-        response = ScsiResponse(itt=itt, stat_sn=stat_sn, exp_cmd_sn=exp_cmd_sn,
-                                max_cmd_sn=(exp_cmd_sn + (room if room > 0 else 0) - 1) & 0xFFFFFFFF)
+        response = ScsiResponse(itt=itt, stat_sn=self.next_stat_sn(), exp_cmd_sn=self.exp_cmd_sn,
+                                max_cmd_sn=self.max_cmd_sn)
         if self.trace is None and not self.closed:
-            self.conn.send_control(response)
+            self.conn.send_control(response)  # untraced: straight to the datamover, as _answer_read
         else:
             self.send(response)
         return True
