@@ -4,6 +4,7 @@ memory accounting, and what never travels (RFC 7145 7)."""
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -163,3 +164,24 @@ def test_max_command_bytes_must_be_a_byte_count() -> None:
         create_transport("iser", {"provider": "soft", "max_command_bytes": -1})
     assert create_transport("iser", {"provider": "soft"}).max_command_bytes() is None
     assert create_transport("iser", {"provider": "soft", "max_command_bytes": 65536}).max_command_bytes() == 65536
+
+
+@pytest.mark.parametrize("options,expected", [
+    ({"provider": "verbs"}, "provider must be one of auto, pyverbs, soft, not 'verbs'"),
+    ({"fabric": "tcp"}, "fabric must be one of inproc, shm, zmq, zmq-ipc, not 'tcp'"),
+    ({"personality": "infiniband"}, "personality must be one of roce-v2, iwarp, not 'infiniband'"),
+    ({"stags": "keys"}, "stags must be one of mw, mr, none, not 'keys'"),
+    ({"ring": 0}, "ring must be an integer from 1 to 2040, not 0"),
+    ({"ring": 2041}, "ring must be an integer from 1 to 2040, not 2041"),
+    ({"capture": "/nonexistent-dm-dir/x.pcap"}, "capture: folder /nonexistent-dm-dir does not exist"),
+])
+def test_option_values_are_checked_when_the_transport_is_made(options: dict[str, object], expected: str) -> None:
+    """A value the transport cannot use is one PluginError from create_transport, before any
+    provider is opened (it used to surface as a traceback from the first listen, or not at
+    all: a ring of 0 posted no receive buffers)."""
+    from datamover.plugin import PluginError, create_transport
+
+    with pytest.raises(PluginError, match=re.escape(f"transport 'iser': transport.iser option {expected}")):
+        create_transport("iser", options)
+    create_transport("iser", {"provider": "soft", "fabric": "zmq-ipc", "personality": "iwarp", "stags": "mr",
+                              "ring": 2040})  # the bounds themselves are fine

@@ -69,6 +69,8 @@ HEADER_ROOM = ISER_HEADER_LENGTH + BHS_LENGTH + 256
 INLINE_DATA = 8192
 #: unexpected PDUs (NOP-In, Async, Reject) the initiator provisions beyond the window
 MISC_RECEIVES = 8
+#: receive work requests a connection's QP holds (its receive ring, plus MISC_RECEIVES)
+RECV_QUEUE_DEPTH = 2048
 
 _KIND_RECV = 1 << 60
 
@@ -113,7 +115,7 @@ class IserConnection(DatamoverConnection):
         self._loop = asyncio.get_running_loop()
         self.pd = cid.pd
         self.cq: CQ = cid.context.create_cq(4096)
-        self.qp: QP = cid.create_qp(self.cq, self.cq, QPCap(max_send_wr=1024, max_recv_wr=2048,
+        self.qp: QP = cid.create_qp(self.cq, self.cq, QPCap(max_send_wr=1024, max_recv_wr=RECV_QUEUE_DEPTH,
                                                             max_send_sge=4, max_recv_sge=1))
         self.index = MrIndex()
         # iWARP: a Read sink needs remote write; windows need MW_BIND on the MR under them

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Mapping
 
 from datamover.capabilities import TransportCapabilities
@@ -16,7 +17,8 @@ from datamover.di import AcceptCallback, DatamoverConnection, Listener, Portal, 
 from datamover.negotiation.keys import ISER_KEYS
 from datamover_iser.connection import IserConnection
 from datamover_iser.header import cm_private_data, peer_allows_send_with_invalidate
-from datamover_iser.verbs.select import Selection, open_provider
+from datamover_iser.connection import MISC_RECEIVES, RECV_QUEUE_DEPTH, IserConnection
+from datamover_iser.verbs.select import PROVIDERS, Selection, open_provider
 from datamover_iser.verbs.wr import ConnParam
 
 log = logging.getLogger("datamover.iser")
@@ -63,6 +65,35 @@ class IserListener(Listener):
             pass
 
 
+#: the soft provider's fabrics (soft/provider.py), and the STag kinds an end may use
+FABRICS = ("inproc", "shm", "zmq", "zmq-ipc")
+STAG_KINDS = ("mw", "mr", "none")
+#: the receive ring's bounds: one buffer at least, and room for the initiator's extra ones
+#: in the receive queue
+RING_MAX = RECV_QUEUE_DEPTH - MISC_RECEIVES
+
+
+def _check_options(options: Mapping[str, object]) -> None:
+    """Refuse, with a one-line ValueError, option values the transport cannot use (checked
+    when it is made, so that a typo is not found by the first listen or connect)."""
+    from datamover_iser.verbs.enums import Personality
+
+    choices: dict[str, tuple[str, ...]] = {"provider": PROVIDERS, "fabric": FABRICS, "stags": STAG_KINDS,
+                                           "personality": tuple(p.value for p in Personality)}
+    for name, allowed in choices.items():
+        value = options.get(name)
+        if value is not None and value not in allowed:
+            raise ValueError(f"transport.iser option {name} must be one of {', '.join(allowed)}, not {value!r}")
+    ring = options.get("ring")
+    if ring is not None and (isinstance(ring, bool) or not isinstance(ring, int) or not 1 <= ring <= RING_MAX):
+        raise ValueError(f"transport.iser option ring must be an integer from 1 to {RING_MAX}, not {ring!r}")
+    capture = options.get("capture")
+    if capture:
+        folder = os.path.dirname(os.path.abspath(str(capture)))
+        if not os.path.isdir(folder):
+            raise ValueError(f"transport.iser option capture: folder {folder} does not exist")
+
+
 class IserTransport(Transport):
     """iSCSI Extensions for RDMA over the verbs interface (pyverbs or the soft provider)."""
 
@@ -71,6 +102,7 @@ class IserTransport(Transport):
     def __init__(self, options: Mapping[str, object] | None = None) -> None:
         super().__init__(options)
         self._selection: Selection | None = None
+        _check_options(self.options)
         # 0 (the default): no limit beyond the LU's Block Limits. tgtd's iSER driver needs
         # 524288 (its RDMA buffer; larger commands drop the connection), which is also what
         # Linux's ib_iser sends at most by default (max_sectors = 1024).
