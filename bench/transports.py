@@ -1,6 +1,7 @@
 """Our transports against each other, side by side, in one run.
 
     .venv/bin/python -m bench.transports [--seconds 5] [--rounds 3] [--json FILE]
+                                         [--tcp-option KEY=VALUE ...]
 
 For each transport (TCP, TCP with CRC32C header and data digests, iSER on the soft provider
 over shared memory and over pyzmq, and loopback in-process) a target runs in its own process
@@ -10,6 +11,8 @@ rounds. Reported per transport: median MiB/s and IOPS, payload copies per byte c
 by the datamovers on both sides (user-space copies; TCP also has the kernel's send and
 receive copies, which no Python code can count), and CPU seconds per GB of each process.
 Digest cost is quoted as tcp-digests / tcp at 4 KiB and 1 MiB.
+``--tcp-option`` (a ``[transport.tcp]`` option, TOML value, e.g. ``congestion="cubic"``)
+applies to both ends of the TCP cases.
 Data buffers come from the session's ``alloc_buffer`` (registered memory on iSER), as an
 application that cares about copies would use them.
 
@@ -28,6 +31,7 @@ import resource
 import statistics
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 
 IQN = "iqn.2026-11.org.datamover.bench:transports"
@@ -76,8 +80,12 @@ def _target_process(transport: str, options: dict[str, object], keys: dict[str, 
     from datamover.target import TargetServer
 
     async def main() -> None:
-        server = TargetServer(_target_config(transport, options, keys))
-        portals = await server.start()
+        try:
+            server = TargetServer(_target_config(transport, options, keys))
+            portals = await server.start()
+        except Exception as exc:  # the parent reports it as this case's error
+            pipe.send(("error", f"target: {exc}"))
+            return
         pipe.send((portals[0].host, portals[0].port))
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
@@ -112,6 +120,8 @@ class Result:
     cpu_s_per_gb_initiator: float = 0.0
     cpu_s_per_gb_target: float = 0.0
     provider: str = ""
+    #: transport options both ends ran with
+    options: dict[str, object] = field(default_factory=dict)
     error: str = ""
 
 
@@ -147,12 +157,16 @@ async def _drive(session, seconds: float, write: bool, size: int = BLOCK, depth:
     return done
 
 
-async def _run_case(name: str, seconds: float, rounds: int, result: Result) -> None:
+async def _run_case(name: str, seconds: float, rounds: int, result: Result,
+                    tcp_options: dict[str, object] | None = None) -> None:
     from datamover.initiator import InitiatorConfig, InitiatorSession
     from datamover.plugin import create_transport
     from datamover.di import Portal
 
     transport, options = CASES[name]
+    if transport == "tcp" and tcp_options:
+        options = {**options, **tcp_options}
+    result.options = dict(options)
     server = None
     parent = child = proc = None
     if transport == "loopback":
@@ -165,7 +179,11 @@ async def _run_case(name: str, seconds: float, rounds: int, result: Result) -> N
         parent, child = ctx.Pipe()
         proc = ctx.Process(target=_target_process, args=(transport, options, _keys(name), child), daemon=True)
         proc.start()
+        child.close()  # the child's end is the child's: a child that dies ends parent.recv (EOFError)
         host, port = await asyncio.get_running_loop().run_in_executor(None, parent.recv)
+        if host == "error":
+            proc.join(10)
+            raise RuntimeError(port)
         portal = Portal(host, port)
     tr = create_transport(transport, options)
     session = InitiatorSession(tr, portal, InitiatorConfig(keys=_keys(name)), IQN)
@@ -216,7 +234,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--smoke", action="store_true", help="a fraction of a second per case")
+    parser.add_argument("--tcp-option", action="append", default=[], metavar="KEY=VALUE",
+                        help='a [transport.tcp] option for both ends of the TCP cases (TOML value), '
+                             'e.g. congestion="cubic"')
     args = parser.parse_args(argv)
+    tcp_options: dict[str, object] = {}
+    for option in args.tcp_option:
+        key, sep, value = option.partition("=")
+        try:
+            tcp_options[key.strip()] = tomllib.loads(f"v = {value}")["v"] if sep else None
+        except tomllib.TOMLDecodeError:
+            parser.error(f"--tcp-option {option!r}: the value is not TOML (a string needs quotes)")
+        if not sep or not key.strip():
+            parser.error(f"--tcp-option {option!r}: expected KEY=VALUE")
     seconds, rounds = (0.2, 1) if args.smoke else (args.seconds, args.rounds)
     results: list[Result] = []
     for name in args.cases.split(","):
@@ -224,13 +254,15 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unknown case {name!r} (known: {', '.join(CASES)})")
         result = Result(name)
         try:
-            _run_loop(_run_case(name, seconds, rounds, result))
+            _run_loop(_run_case(name, seconds, rounds, result, tcp_options))
         except Exception as exc:  # report and go on with the other transports
             result.error = f"{type(exc).__name__}: {exc}"
         results.append(result)
         print(f"  {name}: done", file=sys.stderr)
     print(f"\n1 MiB sequential I/O at QD{QUEUE_DEPTH}, 4 KiB random reads at QD{SMALL_QUEUE_DEPTH}; "
           f"{rounds} round(s) x {seconds:g} s per workload, medians")
+    if tcp_options:
+        print(f"[transport.tcp] options on both ends: {', '.join(args.tcp_option)}")
     print(f"{'transport':<12} {'write MiB/s':>12} {'read MiB/s':>11} {'4K read IOPS':>13} {'copies/B':>9} "
           f"{'CPU s/GB ini':>13} {'CPU s/GB tgt':>13}")
     for r in results:

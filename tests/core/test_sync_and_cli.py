@@ -172,6 +172,26 @@ def test_config_errors_name_file_key_and_problem(tmp_path: Path, content: str, e
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("command", [["target", "serve"], ["discover", "--portal", "127.0.0.1:1"]])
+@pytest.mark.parametrize("option,expected", [
+    ("recv_buffer = 100", "recv_buffer must be an integer >= 4096, not 100"),
+    ("congestion = 'nosuchcc0'", "congestion='nosuchcc0'"),
+    ("congestion = 'Cubic!'", "congestion must be the name of a TCP congestion control algorithm"),
+])
+def test_transport_option_values_the_plugin_refuses_are_one_line(tmp_path: Path, command: list[str], option: str,
+                                                                   expected: str) -> None:
+    """Values of the right TOML type that the transport cannot use are refused when the
+    transport is made, before any socket, as one line naming the transport (not a traceback
+    from the first listen or connect)."""
+    path = tmp_path / "bad.toml"
+    path.write_text(f"[target]\niqn = 'iqn.2026-11.org.x:y'\nluns = ['memory,size=1M']\n[transport.tcp]\n{option}\n")
+    result = run_cli(*command, "-c", str(path))
+    assert result.returncode != 0
+    assert "transport 'tcp'" in result.stderr and expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_cli_lun_path_that_is_not_a_file(tmp_path: Path) -> None:
     result = run_cli("target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", f"{tmp_path},size=1M")
     assert result.returncode != 0 and "not a regular file" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
@@ -27,7 +28,40 @@ def test_registered_through_entry_point() -> None:
 
 def test_bad_options_are_typed_errors() -> None:
     with pytest.raises(ValueError, match="recv_buffer"):
-        TcpTransport({"recv_buffer": "big"})._connection_options()
+        TcpTransport({"recv_buffer": "big"})
+    with pytest.raises(ValueError, match="congestion must be the name"):
+        TcpTransport({"congestion": "reno; rm"})
+    with pytest.raises(ValueError, match="congestion"):
+        TcpTransport({"congestion": "nosuchcc0"})  # refused by the kernel (or the platform)
+
+
+def _a_congestion_control_not_the_default() -> str | None:
+    try:
+        with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+            default = f.read().strip()
+        with open("/proc/sys/net/ipv4/tcp_available_congestion_control") as f:
+            available = f.read().split()
+    except OSError:
+        return None
+    return next((name for name in available if name != default), None)
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CONGESTION") or _a_congestion_control_not_the_default() is None,
+                    reason="choosing TCP congestion control needs Linux with two algorithms loaded")
+async def test_congestion_option_applies_to_both_ends() -> None:
+    """``congestion`` sets TCP_CONGESTION on the initiator's socket and on every accepted one
+    (an algorithm that is not the system's default, so the test sees the option at work)."""
+    wanted = _a_congestion_control_not_the_default()
+    assert wanted is not None
+    pair = await login_pair(keys(), {"congestion": wanted})
+    try:
+        for conn in (pair.ini, pair.tgt):
+            sock = conn._transport.get_extra_info("socket")  # type: ignore[union-attr]
+            name = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0").decode()
+            assert name == wanted, (conn.role, name)
+    finally:
+        pair.ini.connection_terminate()
+        pair.tgt.connection_terminate()
 
 
 async def test_login_exchange_and_enable_with_digests() -> None:

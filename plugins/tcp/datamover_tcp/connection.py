@@ -106,7 +106,7 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
 
     def __init__(self, role: Role, *, local: Portal | None = None, nodelay: bool = True,
                  recv_buffer: int = DEFAULT_RECV_BUFFER, phase_collapse: bool = True,
-                 sendfile: bool = False) -> None:
+                 sendfile: bool = False, congestion: str | None = None) -> None:
         DatamoverConnection.__init__(self, role, local, "")
         #: Set by the core (initiator): returns the connection's current ExpStatSN.
         self.exp_stat_sn_source: Callable[[], int] | None = None
@@ -131,6 +131,8 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
 
         self._loop = asyncio.get_running_loop()
         self._nodelay = nodelay
+        #: TCP congestion control for this socket (the ``congestion`` option); None: the system's
+        self._congestion = congestion
         self._transport: asyncio.Transport | None = None
         self._rx = ReceiveBuffer(recv_buffer)
         self._pool = BufferPool()
@@ -171,6 +173,12 @@ class TcpConnection(DatamoverConnection, asyncio.BufferedProtocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1 if self._nodelay else 0)
             except OSError:  # pragma: no cover - not every socket takes it
                 pass
+            if self._congestion is not None:
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, self._congestion.encode("ascii"))
+                except OSError as exc:  # checked at start-up (check_congestion); a module unloaded since
+                    log.warning("TCP congestion control %r refused on %s (%s); the system's default stays",
+                                self._congestion, transport.get_extra_info("peername"), exc.strerror)
         peer = transport.get_extra_info("peername")
         if peer:
             host, port = peer[0], peer[1]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import socket
 from collections.abc import Mapping
 
 from datamover.capabilities import TransportCapabilities
@@ -12,6 +14,38 @@ from datamover.di import AcceptCallback, ConnectionClosed, Listener, Portal, Rol
 from datamover_tcp.connection import DEFAULT_RECV_BUFFER, TcpConnection
 
 log = logging.getLogger(__name__)
+
+#: Linux's limit on a congestion control algorithm's name (TCP_CA_NAME_MAX, NUL included)
+_CA_NAME_MAX = 16
+_AVAILABLE_CA = "/proc/sys/net/ipv4/tcp_available_congestion_control"
+
+
+def _available_congestion() -> str:
+    """The kernel's loaded congestion control algorithms, for an error message."""
+    try:
+        with open(_AVAILABLE_CA, encoding="ascii") as f:
+            return f.read().strip() or "none"
+    except OSError:
+        return "unknown"
+
+
+def check_congestion(name: object) -> str:
+    """The ``congestion`` option, refused with a one-line ValueError unless this kernel
+    takes it on a TCP socket now (tried on a throwaway socket, so a typo or a module that
+    is not loaded fails at start-up, not on the first connection)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9_]+", name) or len(name) >= _CA_NAME_MAX:
+        raise ValueError(f"transport.tcp option congestion must be the name of a TCP congestion control "
+                         f"algorithm (e.g. \"cubic\"), not {name!r}")
+    if not hasattr(socket, "TCP_CONGESTION"):
+        raise ValueError("transport.tcp option congestion: this platform cannot choose a socket's TCP "
+                         "congestion control (Linux can)")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode("ascii"))
+        except OSError as exc:
+            raise ValueError(f"transport.tcp option congestion={name!r}: the kernel refused it ({exc.strerror}); "
+                             f"available here: {_available_congestion()}") from None
+    return name
 
 _CAPABILITIES = TransportCapabilities(
     header_digest=True,
@@ -54,13 +88,20 @@ class TcpTransport(Transport):
 
     name = "tcp"
 
+    def __init__(self, options: Mapping[str, object] | None = None) -> None:
+        super().__init__(options)
+        # checked now, so that a bad value is refused when the transport is made (a one-line
+        # PluginError from create_transport), not from the first listen or connect
+        self._checked_options = self._connection_options()
+
     @classmethod
     def capabilities(cls) -> TransportCapabilities:
         return _CAPABILITIES
 
     @classmethod
     def option_names(cls) -> Mapping[str, type]:
-        return {"nodelay": bool, "use_uvloop": bool, "recv_buffer": int, "phase_collapse": bool, "sendfile": bool}
+        return {"nodelay": bool, "use_uvloop": bool, "recv_buffer": int, "phase_collapse": bool, "sendfile": bool,
+                "congestion": str}
 
     def _connection_options(self) -> dict[str, object]:
         nodelay = self.options.get("nodelay", True)
@@ -75,11 +116,14 @@ class TcpTransport(Transport):
         sendfile = self.options.get("sendfile", False)
         if not isinstance(sendfile, bool):
             raise ValueError(f"transport.tcp option sendfile must be a boolean, not {sendfile!r}")
+        congestion = self.options.get("congestion")
+        if congestion is not None:
+            congestion = check_congestion(congestion)
         return {"nodelay": nodelay, "recv_buffer": recv_buffer, "phase_collapse": phase_collapse,
-                "sendfile": sendfile}
+                "sendfile": sendfile, "congestion": congestion}
 
     async def listen(self, portal: Portal, on_accept: AcceptCallback) -> Listener:
-        options = self._connection_options()
+        options = self._checked_options
         loop = asyncio.get_running_loop()
         listener: TcpListener | None = None
 
@@ -103,7 +147,7 @@ class TcpTransport(Transport):
         return listener
 
     async def connect(self, portal: Portal, timeout: float | None = None) -> TcpConnection:
-        options = self._connection_options()
+        options = self._checked_options
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout):
