@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from datamover.config import ConfigError, FileConfig, build_target_config, check_transport, load_config, transport_options
@@ -304,6 +305,29 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _whole(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number of at least ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+    return parse
+
+
+def _lun_number(text: str) -> int:
+    """A LUN as the initiator addresses it (peripheral below 256, flat space up to MAX_LUN)."""
+    from datamover.scsi.lunmap import MAX_LUN
+
+    value = _whole(0)(text)
+    if value > MAX_LUN:
+        raise argparse.ArgumentTypeError(f"LUN {value} is above {MAX_LUN}")
+    return value
+
+
 def _add_initiator_flags(parser: argparse.ArgumentParser, needs_target: bool = True) -> None:
     parser.add_argument("-c", "--config", help="TOML config file ([initiator], [keys], [transport.NAME])")
     parser.add_argument("--transport", help="registered transport name (default tcp)")
@@ -345,23 +369,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("read", help="read blocks to a file")
     _add_initiator_flags(p)
-    p.add_argument("--lun", type=int, default=0)
-    p.add_argument("--lba", type=int, default=0)
-    p.add_argument("--count", type=int, default=1, help="number of blocks")
+    p.add_argument("--lun", type=_lun_number, default=0)
+    p.add_argument("--lba", type=_whole(0), default=0)
+    p.add_argument("--count", type=_whole(1), default=1, help="number of blocks")
     p.add_argument("-o", "--output", default="-", help="file to write (default stdout)")
     p.set_defaults(func=cmd_read)
 
     p = sub.add_parser("write", help="write a file's bytes at an LBA")
     _add_initiator_flags(p)
-    p.add_argument("--lun", type=int, default=0)
-    p.add_argument("--lba", type=int, default=0)
+    p.add_argument("--lun", type=_lun_number, default=0)
+    p.add_argument("--lba", type=_whole(0), default=0)
     p.add_argument("-i", "--input", required=True, help="file to write (a multiple of the block size)")
     p.add_argument("--fua", action="store_true", help="force unit access")
     p.set_defaults(func=cmd_write)
 
     p = sub.add_parser("verify", help="write random data in mixed sizes and read it back")
     _add_initiator_flags(p)
-    p.add_argument("--lun", type=int, default=0)
+    p.add_argument("--lun", type=_lun_number, default=0)
     p.add_argument("--bytes", type=_size, default=16 << 20, help="how much to write and verify (e.g. 64M)")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(func=cmd_verify)

@@ -143,7 +143,7 @@ def load_config(path: str | Path | None) -> FileConfig:
         for name in config.transport:
             check_transport(source, f"transport.{name}", name)
             transport_options(config, name)  # every section is checked, used or not
-    _check_key_names(config)
+    _check_keys(config)
     if "compare" in raw:
         if not isinstance(raw["compare"], dict):
             raise ConfigError(source, "compare", "must be a table")
@@ -151,21 +151,39 @@ def load_config(path: str | Path | None) -> FileConfig:
     return config
 
 
-def _check_key_names(config: FileConfig) -> None:
+#: keys the login sends or answers itself (names, session type, authentication, addresses)
+_LOGIN_SETS = frozenset({"AuthMethod", "SessionType", "TargetName", "InitiatorName", "TargetAlias",
+                         "InitiatorAlias", "TargetAddress", "TargetPortalGroupTag", "SendTargets"})
+
+
+def _check_keys(config: FileConfig) -> None:
     """[keys] names must be iSCSI keys some registered transport negotiates (RFC 7143's
-    table plus every transport's own rows), or X- extension keys."""
+    table plus every transport's own rows), or X- extension keys; values must be what the
+    key's row takes (type, range, allowed values), checked now rather than at each login."""
+    from datamover.negotiation.engine import NegotiationConfigError, check_key_value
     from datamover.negotiation.keys import RFC7143_KEYS
     from datamover.plugin import PluginError, get_registry
 
-    known = {row.name for row in RFC7143_KEYS}
+    rows = {row.name: row for row in RFC7143_KEYS}
     try:
         for info in get_registry():
-            known |= {row.name for row in info.capabilities.login_keys}
+            for row in info.capabilities.login_keys:
+                rows.setdefault(row.name, row)
     except PluginError:
         pass
-    for name in config.keys:
-        if name not in known and not name.startswith(("X-", "X#")):
+    for name, value in config.keys.items():
+        if name.startswith("CHAP_") or name in _LOGIN_SETS:
+            raise ConfigError(config.source, f"keys.{name}", "set by the login itself, not by [keys] "
+                              "(CHAP: the target's chap / the initiator's chap settings)")
+        row = rows.get(name)
+        if row is None:
+            if name.startswith(("X-", "X#")):
+                continue
             raise ConfigError(config.source, f"keys.{name}", "not an iSCSI key any registered transport negotiates")
+        try:
+            check_key_value(row, value, "")
+        except NegotiationConfigError as exc:
+            raise ConfigError(config.source, f"keys.{name}", str(exc).strip()) from None
 
 
 def check_transport(source: str, key: str, name: str) -> str:

@@ -49,6 +49,7 @@ __all__ = [
     "Negotiator",
     "NegotiationError",
     "NegotiationConfigError",
+    "check_key_value",
     "STATUS_INITIATOR_ERROR",
     "STATUS_AUTH_FAILURE",
     "STATUS_MISSING_PARAMETER",
@@ -93,6 +94,39 @@ class NegotiationError(Exception):
         super().__init__(message)
         self.status: int = status
         self.key: str | None = key
+
+
+def _in_range(row: KeyRow, number: int) -> bool:
+    if number == 0 and row.zero_means_unlimited:
+        return True
+    if row.minimum is not None and number < row.minimum:
+        return False
+    return row.maximum is None or number <= row.maximum
+
+
+def check_key_value(row: KeyRow, value: str, where: str = "local") -> str:
+    """``value`` checked against its key's row (type, range, allowed values, length) and
+    normalised; NegotiationConfigError names the key, what it takes and the RFC section.
+    Used for configured keys before any login (config files) and by the Negotiator."""
+    name = row.name
+    if len(value.encode()) > row.max_value_length:
+        raise NegotiationConfigError(f"{where} value of {name} is longer than {row.max_value_length} bytes")
+    if row.type is KeyType.BOOLEAN:
+        if value not in ("Yes", "No"):
+            raise NegotiationConfigError(f"{where} {name}={value!r}: expected Yes or No ({row.rfc})")
+    elif row.type is KeyType.NUMERIC:
+        number = parse_numeric(value)
+        if number is None or not _in_range(row, number):
+            raise NegotiationConfigError(
+                f"{where} {name}={value!r}: expected a number in {row.minimum}..{row.maximum} ({row.rfc})")
+        return str(number)
+    elif row.type is KeyType.LIST and row.values:
+        items = value.split(",")
+        bad = [item for item in items if item not in row.values]
+        if bad or not value:
+            raise NegotiationConfigError(
+                f"{where} {name}={value!r}: allowed values are {', '.join(row.values)} ({row.rfc})")
+    return value
 
 
 class NegotiationConfigError(ValueError):
@@ -196,32 +230,7 @@ class Negotiator:
             if name.startswith(("X-", "X#")) and 0 < len(name) <= MAX_KEY_NAME_LENGTH:
                 return value
             raise NegotiationConfigError(f"{where} key {name!r} is not a known iSCSI key")
-        if len(value.encode()) > row.max_value_length:
-            raise NegotiationConfigError(f"{where} value of {name} is longer than {row.max_value_length} bytes")
-        if row.type is KeyType.BOOLEAN:
-            if value not in ("Yes", "No"):
-                raise NegotiationConfigError(f"{where} {name}={value!r}: expected Yes or No ({row.rfc})")
-        elif row.type is KeyType.NUMERIC:
-            number = parse_numeric(value)
-            if number is None or not self._in_range(row, number):
-                raise NegotiationConfigError(
-                    f"{where} {name}={value!r}: expected a number in {row.minimum}..{row.maximum} ({row.rfc})")
-            return str(number)
-        elif row.type is KeyType.LIST and row.values:
-            items = value.split(",")
-            bad = [item for item in items if item not in row.values]
-            if bad or not value:
-                raise NegotiationConfigError(
-                    f"{where} {name}={value!r}: allowed values are {', '.join(row.values)} ({row.rfc})")
-        return value
-
-    @staticmethod
-    def _in_range(row: KeyRow, number: int) -> bool:
-        if number == 0 and row.zero_means_unlimited:
-            return True
-        if row.minimum is not None and number < row.minimum:
-            return False
-        return row.maximum is None or number <= row.maximum
+        return check_key_value(row, value, where)
 
     # ------------------------------------------------------------------ state helpers
     def _state(self) -> dict[str, str]:
@@ -460,7 +469,7 @@ class Negotiator:
             number = parse_numeric(value)
             if number is None:
                 return "not a number"
-            if not self._in_range(row, number):
+            if not _in_range(row, number):
                 extra = " or 0" if row.zero_means_unlimited else ""
                 return f"outside {row.minimum}..{row.maximum}{extra}"
             return None
@@ -484,7 +493,7 @@ class Negotiator:
         if row.type is KeyType.NUMERIC:
             theirs = parse_numeric(offered)
             mine = parse_numeric(ours)
-            if theirs is None or mine is None or not self._in_range(row, theirs):
+            if theirs is None or mine is None or not _in_range(row, theirs):
                 return None
             if row.result is ResultFunction.MIN:
                 return str(self._minimum(row, theirs, mine))
@@ -549,7 +558,7 @@ class Negotiator:
         if row.type is KeyType.NUMERIC:
             number = parse_numeric(answer)
             mine = parse_numeric(offered)
-            if number is None or mine is None or not self._in_range(row, number):
+            if number is None or mine is None or not _in_range(row, number):
                 return None
             if row.result is ResultFunction.MIN and number != self._minimum(row, number, mine):
                 return None

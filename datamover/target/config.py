@@ -114,7 +114,10 @@ def parse_size(text: str) -> int:
     text = text.strip().lower().removesuffix("ib").removesuffix("b")
     scale = units.get(text[-1:], 1)
     number = text[:-1] if text[-1:] in units else text
-    value = int(number) * scale
+    try:
+        value = int(number) * scale
+    except ValueError:
+        raise ValueError(f"size {text!r} is not a byte count (a whole number, optionally with K, M, G or T)") from None
     if value <= 0:
         raise ValueError(f"size {text!r} must be positive")
     return value

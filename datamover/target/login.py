@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -25,6 +26,7 @@ from datamover.session.text_login import TextAssembler, split_auth
 from datamover.target.config import check_iscsi_name
 
 if TYPE_CHECKING:
+    from datamover.capabilities import TransportCapabilities
     from datamover.target.config import TargetConfig
     from datamover.target.server import TargetServer
 
@@ -49,6 +51,28 @@ class LoginOutcome:
     stat_sn: int  # the StatSN the next response will carry
     final_response: LoginResponse
     authenticated_user: str | None
+
+
+def target_negotiator(configured: Mapping[str, str], caps: TransportCapabilities, session_type: str = "Normal",
+                      auth_required: bool = False) -> Negotiator:
+    """The Negotiator of one target login: RFC 7143's defaults, digests wherever the
+    transport carries them, its preferred keys, the configured ``[keys]``, then what it
+    forces. NegotiationConfigError for a configured value no row takes (TargetServer
+    makes one at start-up, so that such a value is refused there, not at every login)."""
+    local = dict(DEFAULT_OPERATIONAL_KEYS)
+    # a target accepts digests whenever its transport can carry them; the initiator's
+    # order of preference decides (RFC 7143 13.1)
+    if caps.header_digest:
+        local["HeaderDigest"] = "CRC32C,None"
+    if caps.data_digest:
+        local["DataDigest"] = "CRC32C,None"
+    local.update(dict(caps.preferred_keys))
+    local.update(configured)
+    local = keys_for_transport(local, caps)
+    local["AuthMethod"] = "CHAP" if auth_required else "None"
+    local.update(dict(caps.forced_keys))
+    return Negotiator(Role.TARGET, extra_rows=caps.login_keys, local=local, session_type=session_type,
+                      leading=True, forced=dict(caps.forced_keys))
 
 
 class TargetLogin:
@@ -228,24 +252,8 @@ class TargetLogin:
                 mutual = ChapSecret(chap.mutual_user, chap.mutual_secret)
             expected_user, expected_secret = chap.user, chap.secret
             self.chap = TargetChap(lambda user: expected_secret if user == expected_user else None, mutual=mutual)
-        caps = server.transport_capabilities
-        local = dict(DEFAULT_OPERATIONAL_KEYS)
-        # a target accepts digests whenever its transport can carry them; the initiator's
-        # order of preference decides (RFC 7143 13.1)
-        if caps.header_digest:
-            local["HeaderDigest"] = "CRC32C,None"
-        if caps.data_digest:
-            local["DataDigest"] = "CRC32C,None"
-        local.update(dict(caps.preferred_keys))
-        local.update(server.config.keys)
-        local = keys_for_transport(local, caps)
-        local["AuthMethod"] = "CHAP" if self.auth_required else "None"
-        caps = server.transport_capabilities
-        local.update(dict(caps.forced_keys))
-        self.negotiator = Negotiator(
-            Role.TARGET, extra_rows=caps.login_keys, local=local, session_type=self.session_type,
-            leading=True, forced=dict(caps.forced_keys),
-        )
+        self.negotiator = target_negotiator(server.config.keys, server.transport_capabilities,
+                                            self.session_type, self.auth_required)
 
     async def _security(self, req: LoginRequest, auth_keys: dict[str, str]) -> list[tuple[str, str]]:
         assert self.negotiator is not None

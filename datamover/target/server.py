@@ -15,7 +15,7 @@ from datamover.scsi.lunmap import LunMap
 from datamover.session.errors import LoginError
 from datamover.session.params import SessionParams
 from datamover.target.config import LunConfig, TargetConfig, TargetServerConfig, check_iscsi_name
-from datamover.target.login import TargetLogin
+from datamover.target.login import TargetLogin, target_negotiator
 from datamover.target.session import TargetSession
 from datamover.trace import DITrace
 
@@ -54,6 +54,9 @@ class TargetServer:
             target.iqn = check_iscsi_name(target.iqn)
         self.transport = transport or create_transport(config.transport, dict(config.transport_options))
         self.transport_capabilities = self.transport.capabilities()
+        # a configured key value no login could use is refused now (NegotiationConfigError,
+        # a ValueError), not found by every initiator that logs in
+        target_negotiator(config.keys, self.transport_capabilities)
         self.trace = trace
         self.targets: dict[str, TargetConfig] = {t.iqn: t for t in config.targets}
         self.lunmaps: dict[str, LunMap] = {t.iqn: build_lunmap(t) for t in config.targets}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from datamover.target.config import ChapConfig
@@ -121,3 +123,24 @@ async def test_session_reinstatement_replaces_old_session() -> None:
         assert len(server.sessions) == 1
         assert (await second.test_unit_ready()).good
         await second.logout()
+
+
+@pytest.mark.parametrize("keys,message", [
+    ({"MaxBurstLength": "abc"}, "MaxBurstLength='abc': expected a number in 512..16777215"),
+    ({"DataDigest": "MD5"}, "DataDigest='MD5': allowed values are CRC32C, None"),
+    ({"SessionType": "Discovery"}, "contradicts session_type=Normal"),
+])
+def test_a_target_refuses_key_values_no_login_could_use_when_it_is_made(keys: dict[str, str], message: str) -> None:
+    """A configured [keys] value no row takes is a NegotiationConfigError from TargetServer's
+    constructor (before, the server started and every login failed with that error in its
+    log while the initiator saw the connection close)."""
+    from datamover.di import Portal
+    from datamover.negotiation import NegotiationConfigError
+    from datamover.target import LunConfig, TargetConfig, TargetServer, TargetServerConfig
+
+    config = TargetServerConfig(targets=[TargetConfig(TARGET_IQN, [LunConfig("memory", 1 << 20)])],
+                                portals=[Portal("127.0.0.1", 0)], transport="loopback", keys=keys)
+    with pytest.raises(NegotiationConfigError, match=re.escape(message)):
+        TargetServer(config)
+    TargetServer(TargetServerConfig(targets=config.targets, portals=config.portals, transport="loopback",
+                                    keys={"MaxBurstLength": "65536", "DataDigest": "None"}))  # good ones start

@@ -136,6 +136,8 @@ def test_cli_plugins_lists_transports_with_capabilities() -> None:
     (["target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", "/nonexistent-dir/x.img,size=1M"], "does not exist"),
     (["target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", "memory"], "needs size"),
     (["discover", "--portal", "127.0.0.1:{free}"], "connection failed"),
+    (["target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", "memory,size=1Q"],
+     "size '1q' is not a byte count (a whole number, optionally with K, M, G or T)"),
 ])
 def test_cli_errors_are_one_line(args: list[str], expected: str) -> None:
     import socket
@@ -160,6 +162,13 @@ def test_cli_errors_are_one_line(args: list[str], expected: str) -> None:
     ("[initiator]\ncommand_timeout = -0.5\n", "initiator.command_timeout: expected seconds >= 0"),
     ("[initiator]\nbusy_poll_us = -5\n", "initiator.busy_poll_us: expected microseconds >= 0, got -5"),
     ("[initiator]\nbusy_poll_us = 2.5\n", "initiator.busy_poll_us: expected int"),
+    ("[keys]\nMaxBurstLength = 'abc'\n",
+     "keys.MaxBurstLength: MaxBurstLength='abc': expected a number in 512..16777215 (RFC 7143 13.13)"),
+    ("[keys]\nMaxConnections = 0\n", "keys.MaxConnections: MaxConnections='0': expected a number in 1..65535"),
+    ("[keys]\nHeaderDigest = 'MD5'\n", "keys.HeaderDigest: HeaderDigest='MD5': allowed values are CRC32C, None"),
+    ("[keys]\nInitialR2T = 'maybe'\n", "keys.InitialR2T: InitialR2T='maybe': expected Yes or No (RFC 7143 13.10)"),
+    ("[keys]\nSessionType = 'Discovery'\n", "keys.SessionType: set by the login itself"),
+    ("[keys]\nCHAP_A = 5\n", "keys.CHAP_A: set by the login itself"),
     ("[transport.loopback]\nfrobnicate = true\n[target]\ntransport='loopback'\niqn='iqn.2026-11.org.x:y'\nluns=['memory,size=1M']\n",
      "transport.loopback.frobnicate: unknown option"),
 ])
@@ -190,6 +199,21 @@ def test_transport_option_values_the_plugin_refuses_are_one_line(tmp_path: Path,
     assert "transport 'tcp'" in result.stderr and expected in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["read", "--lba", "-5"], "argument --lba: -5 is below 0"),
+    (["read", "--count", "0"], "argument --count: 0 is below 1"),
+    (["read", "--lba", "ten"], "argument --lba: 'ten' is not a whole number"),
+    (["write", "--lun", "99999", "-i", "x"], "argument --lun: LUN 99999 is above 16383"),
+])
+def test_cli_block_addresses_are_checked_before_connecting(args: list[str], expected: str) -> None:
+    """A negative LBA, an empty count or a LUN no SAM address holds is a usage error (exit 2,
+    argparse's usage and one error line), found before any connection is tried."""
+    result = run_cli(*args, "--portal", "127.0.0.1:1", "--target", "iqn.2026-11.org.x:y")
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert "connection failed" not in result.stderr
 
 
 def test_cli_lun_path_that_is_not_a_file(tmp_path: Path) -> None:
