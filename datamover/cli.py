@@ -420,8 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ConnectionError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
         if args.debug:
             raise
+        from datamover.scsi.backend import BackendError
+
         text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or type(exc).__name__
-        print(f"datamover: connection failed: {text}", file=sys.stderr)
+        # a LUN's file or RAM disk that cannot be opened as asked is not a network failure
+        what = "LUN" if isinstance(exc, BackendError) else "connection failed"
+        print(f"datamover: {what}: {text}", file=sys.stderr)
         return EXIT_FAIL
 
 

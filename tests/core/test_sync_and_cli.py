@@ -136,6 +136,8 @@ def test_cli_plugins_lists_transports_with_capabilities() -> None:
     (["target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", "/nonexistent-dir/x.img,size=1M"], "does not exist"),
     (["target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", "memory"], "needs size"),
     (["discover", "--portal", "127.0.0.1:{free}"], "connection failed"),
+    (["target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", "memory,size=100", "--portal", "127.0.0.1:0"],
+     "datamover: LUN: memory backend: size 100 is not a multiple of the block size 512"),
     (["target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--lun", "memory,size=1Q"],
      "size '1q' is not a byte count (a whole number, optionally with K, M, G or T)"),
 ])
@@ -214,6 +216,19 @@ def test_cli_block_addresses_are_checked_before_connecting(args: list[str], expe
     assert result.returncode == 2
     assert expected in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert "connection failed" not in result.stderr
+
+
+def test_cli_lun_file_larger_than_asked_is_a_lun_error(tmp_path: Path) -> None:
+    """A LUN file that holds more than size= asks for is refused as a LUN problem (it was
+    reported as "connection failed"), and the file is left as it was."""
+    image = tmp_path / "disk.img"
+    image.write_bytes(bytes(1 << 20))
+    result = run_cli("target", "serve", "--iqn", "iqn.2026-11.org.x:y", "--portal", "127.0.0.1:0",
+                     "--lun", f"{image},size=512K")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"datamover: LUN: {image}: holds 1048576 bytes but 524288 were asked; "
+                                     "refusing to shrink or resize"), result.stderr
+    assert image.stat().st_size == 1 << 20
 
 
 def test_cli_lun_path_that_is_not_a_file(tmp_path: Path) -> None:
