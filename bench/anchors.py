@@ -44,6 +44,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from bench.host import tcp_congestion_control
+
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = REPO / "bench" / "iscsi_load.c"
 LUN_MIB = 256
@@ -368,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(table(rows, "targets", "server") + [""] + table(rows, "initiators", "client")))
         for name, agreed in saved["negotiated"].items():
             print(f"  {name}: {pdu_sizes(agreed)}")
+        if "tcp_congestion_control" in saved:  # recorded since 2026-11-25
+            print(f"host TCP congestion control: {saved['tcp_congestion_control']}")
         if args.plot:
             plot(rows, args.plot)
         return 0
@@ -468,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
         out.append(f"our target's LUN options: {', '.join(args.lun_option)}")
     out.append(f"{args.rounds} interleaved round(s) x {args.seconds:g} s per workload and side; medians; "
                f"{args.lun_mib} MiB page-cached file LUNs; tgtd {tgtd_version()}; {os.cpu_count()} CPUs; "
-               f"load average at the end {os.getloadavg()[0]:.2f}")
+               f"TCP congestion control {tcp_congestion_control()}; load average at the end {os.getloadavg()[0]:.2f}")
     out.append("")
     out.append("Our target vs tgtd (reads: iscsi-perf; writes: bench/iscsi_load.c)")
     out += table(rows, "targets", "server")
@@ -486,6 +490,7 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.json, "w") as handle:
             json.dump({"rounds": args.rounds, "seconds": args.seconds, "lun_mib": args.lun_mib,
                        "tcp_options": args.tcp_option, "lun_options": args.lun_option, "negotiated": keys,
+                       "tcp_congestion_control": tcp_congestion_control(),
                        "verified": verified, "rows": [asdict(r) for r in rows]}, handle, indent=2)
     if args.plot:
         plot(rows, args.plot)

@@ -34,6 +34,8 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 
+from bench.host import tcp_congestion_control
+
 IQN = "iqn.2026-11.org.datamover.bench:transports"
 BLOCK = 1 << 20
 QUEUE_DEPTH = 4
@@ -122,6 +124,8 @@ class Result:
     provider: str = ""
     #: transport options both ends ran with
     options: dict[str, object] = field(default_factory=dict)
+    #: the kernel's default TCP congestion control during the run (see bench/host.py)
+    host_tcp_congestion: str = ""
     error: str = ""
 
 
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.cases.split(","):
         if name not in CASES:
             parser.error(f"unknown case {name!r} (known: {', '.join(CASES)})")
-        result = Result(name)
+        result = Result(name, host_tcp_congestion=tcp_congestion_control())
         try:
             _run_loop(_run_case(name, seconds, rounds, result, tcp_options))
         except Exception as exc:  # report and go on with the other transports
@@ -260,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         print(f"  {name}: done", file=sys.stderr)
     print(f"\n1 MiB sequential I/O at QD{QUEUE_DEPTH}, 4 KiB random reads at QD{SMALL_QUEUE_DEPTH}; "
-          f"{rounds} round(s) x {seconds:g} s per workload, medians")
+          f"{rounds} round(s) x {seconds:g} s per workload, medians; "
+          f"host TCP congestion control {tcp_congestion_control()}")
     if tcp_options:
         print(f"[transport.tcp] options on both ends: {', '.join(args.tcp_option)}")
     print(f"{'transport':<12} {'write MiB/s':>12} {'read MiB/s':>11} {'4K read IOPS':>13} {'copies/B':>9} "

@@ -47,6 +47,10 @@ def test_anchors_bench_smoke(tmp_path: Path) -> None:
     assert "ours / libiscsi" in result.stdout
     data = json.loads(out.read_text())
     assert data["verified"] == {"tgtd": True, "ours": True}
+    from bench.host import tcp_congestion_control
+
+    assert data["tcp_congestion_control"] == tcp_congestion_control() != "unknown"
+    assert f"TCP congestion control {data['tcp_congestion_control']};" in result.stdout
     parts = {(row["part"], row["workload"], row["b"]) for row in data["rows"]}
     assert ("targets", "seq-write-64k-qd32", "ours") in parts
     assert ("initiators", "rand-read-4k-qd32", "ours->our target") in parts

@@ -21,6 +21,9 @@ def test_transports_bench_smoke(tmp_path: Path) -> None:
     assert all(r["write_mib_s"] and r["read_mib_s"] and r["read_4k_iops"] and not r["error"] for r in rows)
     assert rows[2]["negotiated"] == {"HeaderDigest": "CRC32C", "DataDigest": "CRC32C"}
     assert "soft provider" in rows[3]["provider"]
+    with open("/proc/sys/net/ipv4/tcp_congestion_control") as handle:  # recorded: it moves TCP results
+        assert {r["host_tcp_congestion"] for r in rows} == {handle.read().strip()}
+    assert "host TCP congestion control" in result.stdout
 
 
 def test_transports_bench_tcp_options_reach_both_ends_and_bad_ones_fail_the_case(tmp_path: Path) -> None:
