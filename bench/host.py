@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-_CONGESTION = "/proc/sys/net/ipv4/tcp_congestion_control"
+from datamover_tcp.transport import system_congestion
 
 
 def tcp_congestion_control() -> str:
     """The kernel's default TCP congestion control (BBR's pacing alone moved 1 MiB reads over
     loopback by half on the project's machine: docs/performance.md), or "unknown"."""
-    try:
-        with open(_CONGESTION, encoding="ascii") as handle:
-            return handle.read().strip() or "unknown"
-    except OSError:
-        return "unknown"
+    return system_congestion() or "unknown"

@@ -64,6 +64,18 @@ async def test_congestion_option_applies_to_both_ends() -> None:
         pair.tgt.connection_terminate()
 
 
+def test_describe_names_the_congestion_control_in_force() -> None:
+    """Reports (the serve banner, compare's summary) say which congestion control the
+    sockets use: the option's, or the system's default, read when described."""
+    assert TcpTransport({"congestion": "reno"}).describe().endswith("; congestion control reno)")
+    try:
+        with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+            system = f.read().strip()
+    except OSError:
+        pytest.skip("no /proc/sys/net/ipv4/tcp_congestion_control here")
+    assert TcpTransport({}).describe().endswith(f"; congestion control {system}, the system's)")
+
+
 async def test_login_exchange_and_enable_with_digests() -> None:
     pair = await login_pair(keys(HeaderDigest="CRC32C", DataDigest="CRC32C"))
     try:
