@@ -181,9 +181,9 @@ def _check_keys(config: FileConfig) -> None:
                 continue
             raise ConfigError(config.source, f"keys.{name}", "not an iSCSI key any registered transport negotiates")
         try:
-            check_key_value(row, value, "")
+            check_key_value(row, value)
         except NegotiationConfigError as exc:
-            raise ConfigError(config.source, f"keys.{name}", str(exc).strip()) from None
+            raise ConfigError(config.source, f"keys.{name}", str(exc)) from None
 
 
 def check_transport(source: str, key: str, name: str) -> str:

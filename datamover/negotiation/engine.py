@@ -96,6 +96,10 @@ class NegotiationError(Exception):
         self.key: str | None = key
 
 
+class NegotiationConfigError(ValueError):
+    """This node's own configuration (``local`` or ``forced``) holds an invalid key or value."""
+
+
 def _in_range(row: KeyRow, number: int) -> bool:
     if number == 0 and row.zero_means_unlimited:
         return True
@@ -104,33 +108,30 @@ def _in_range(row: KeyRow, number: int) -> bool:
     return row.maximum is None or number <= row.maximum
 
 
-def check_key_value(row: KeyRow, value: str, where: str = "local") -> str:
+def check_key_value(row: KeyRow, value: str, where: str = "") -> str:
     """``value`` checked against its key's row (type, range, allowed values, length) and
     normalised; NegotiationConfigError names the key, what it takes and the RFC section.
     Used for configured keys before any login (config files) and by the Negotiator."""
     name = row.name
+    where = f"{where} " if where else ""  # "local ", "forced ", or nothing (a config file's own words)
     if len(value.encode()) > row.max_value_length:
-        raise NegotiationConfigError(f"{where} value of {name} is longer than {row.max_value_length} bytes")
+        raise NegotiationConfigError(f"{where}value of {name} is longer than {row.max_value_length} bytes")
     if row.type is KeyType.BOOLEAN:
         if value not in ("Yes", "No"):
-            raise NegotiationConfigError(f"{where} {name}={value!r}: expected Yes or No ({row.rfc})")
+            raise NegotiationConfigError(f"{where}{name}={value!r}: expected Yes or No ({row.rfc})")
     elif row.type is KeyType.NUMERIC:
         number = parse_numeric(value)
         if number is None or not _in_range(row, number):
             raise NegotiationConfigError(
-                f"{where} {name}={value!r}: expected a number in {row.minimum}..{row.maximum} ({row.rfc})")
+                f"{where}{name}={value!r}: expected a number in {row.minimum}..{row.maximum} ({row.rfc})")
         return str(number)
     elif row.type is KeyType.LIST and row.values:
         items = value.split(",")
         bad = [item for item in items if item not in row.values]
         if bad or not value:
             raise NegotiationConfigError(
-                f"{where} {name}={value!r}: allowed values are {', '.join(row.values)} ({row.rfc})")
+                f"{where}{name}={value!r}: allowed values are {', '.join(row.values)} ({row.rfc})")
     return value
-
-
-class NegotiationConfigError(ValueError):
-    """This node's own configuration (``local`` or ``forced``) holds an invalid key or value."""
 
 
 def parse_numeric(text: str) -> int | None:

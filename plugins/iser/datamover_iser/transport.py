@@ -65,8 +65,7 @@ class IserListener(Listener):
             pass
 
 
-#: the soft provider's fabrics (soft/provider.py), and the STag kinds an end may use
-FABRICS = ("inproc", "shm", "zmq", "zmq-ipc")
+#: the STag kinds an end may use
 STAG_KINDS = ("mw", "mr", "none")
 #: the receive ring's bounds: one buffer at least, and room for the initiator's extra ones
 #: in the receive queue
@@ -77,8 +76,9 @@ def _check_options(options: Mapping[str, object]) -> None:
     """Refuse, with a one-line ValueError, option values the transport cannot use (checked
     when it is made, so that a typo is not found by the first listen or connect)."""
     from datamover_iser.verbs.enums import Personality
+    from datamover_iser.verbs.soft.provider import FABRIC_NAMES
 
-    choices: dict[str, tuple[str, ...]] = {"provider": PROVIDERS, "fabric": FABRICS, "stags": STAG_KINDS,
+    choices: dict[str, tuple[str, ...]] = {"provider": PROVIDERS, "fabric": FABRIC_NAMES, "stags": STAG_KINDS,
                                            "personality": tuple(p.value for p in Personality)}
     for name, allowed in choices.items():
         value = options.get(name)

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from .link import Tap
 
 
+#: the fabric names make_fabric knows
+FABRIC_NAMES = ("inproc", "shm", "zmq", "zmq-ipc")
+
+
 def make_fabric(fabric: Fabric | str) -> Fabric:
     """A fabric instance from a name (``inproc``, ``shm``, ``zmq`` over tcp://, ``zmq-ipc``
     over zmq's Unix-socket transport between processes of one host) or as given."""
@@ -37,7 +41,7 @@ def make_fabric(fabric: Fabric | str) -> Fabric:
         from .zmq import ZmqFabric
 
         return ZmqFabric(transport="ipc")
-    raise ValueError(f"unknown soft fabric {fabric!r} (inproc, shm, zmq, zmq-ipc)")
+    raise ValueError(f"unknown soft fabric {fabric!r} ({', '.join(FABRIC_NAMES)})")
 
 
 class SoftProvider(Provider):
