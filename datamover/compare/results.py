@@ -60,7 +60,7 @@ class StepResult:
     seconds: float = 0.0
     latencies: list[float] = field(default_factory=list)  # seconds, per I/O in index order
     outcomes: list[Outcome] = field(default_factory=list)
-    digests: list[bytes | None] = field(default_factory=list)  # reads: blake2b of the data
+    digests: list[bytes | None] = field(default_factory=list)  # reads: CRC32C of the data
     verify_errors: int = 0
     first_verify_error: str | None = None
     trace: list[str] = field(default_factory=list)  # normalised initiator-side DI calls

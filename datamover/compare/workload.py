@@ -87,13 +87,28 @@ class Step:
         return Io(index, write, slot * self.block_size, self.block_size, pool_offset)
 
 
+#: bytes drawn per randbytes call: one call for the whole pool fails above 256 MiB
+#: (getrandbits takes a C int of bits); chunks of a multiple of 4 bytes draw the same bytes
+_POOL_CHUNK = 1 << 20
+
+
+def _random_pool(seed: int, size: int) -> bytearray:
+    """``size`` pseudo-random bytes from ``seed``, the same as ``Random(seed).randbytes(size)``."""
+    rng = random.Random(seed)
+    pool = bytearray(size)
+    for start in range(0, size, _POOL_CHUNK):
+        end = min(size, start + _POOL_CHUNK)
+        pool[start:end] = rng.randbytes(end - start)
+    return pool
+
+
 @dataclass(slots=True)
 class Workload:
     """The steps of a run plus the data pool their writes draw from."""
 
     region: int
     steps: list[Step]
-    pool: bytes
+    pool: bytes | bytearray
 
     @classmethod
     def build(cls, settings: CompareSettings) -> Workload:
@@ -103,7 +118,7 @@ class Workload:
         region = settings.bytes - settings.bytes % largest
         if region == 0:
             region = settings.bytes - settings.bytes % min(settings.block_sizes)
-        pool = random.Random(settings.seed).randbytes(region + largest)
+        pool = _random_pool(settings.seed, region + largest)
         pool_blocks = len(pool) // POOL_ALIGN
         steps: list[Step] = []
 

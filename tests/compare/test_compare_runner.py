@@ -157,3 +157,17 @@ async def test_unreachable_child_target_falls_back_to_in_process_with_a_note(mon
     assert cross.target_mode == "in-process"
     assert cross.note is not None and "could not be reached in a child process" in cross.note
     assert started and started[0].process.returncode is not None, "the child was not stopped"
+
+
+def test_the_data_pool_is_drawn_in_chunks_with_the_same_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One randbytes call for the pool failed above 256 MiB (OverflowError from
+    getrandbits: --bytes 256M was a traceback); drawn in chunks, the bytes for a seed are
+    the ones a single call gives, whatever the chunk size."""
+    import random
+
+    from datamover.compare import workload as workload_module
+
+    for chunk in (4, 64, 1 << 20):
+        monkeypatch.setattr(workload_module, "_POOL_CHUNK", chunk)
+        for size in (0, 3, 4096 + 5, 3 * 64 + 1):
+            assert bytes(workload_module._random_pool(9, size)) == random.Random(9).randbytes(size), (chunk, size)
