@@ -124,3 +124,17 @@ def test_get_lba_status_beyond_end(mem_lu: LogicalUnit) -> None:
     assert_check(run(mem_lu, gls(mem_lu.num_blocks)), SenseKey.ILLEGAL_REQUEST, 0x21)
     # truncated to the allocation length: header plus one descriptor
     assert len(assert_good(run(mem_lu, gls(0, 24)))) == 24
+
+
+def test_get_lba_status_on_a_large_ram_disk_describes_one_scan_and_continues() -> None:
+    """A RAM disk is scanned at most MEMORY_EXTENT_SCAN bytes per GET LBA STATUS: the
+    descriptors end there, and asking from that LBA describes the rest (SBC lets an
+    initiator walk the medium command by command)."""
+    from datamover.scsi.backend import MEMORY_EXTENT_SCAN
+
+    lu = LogicalUnit(MemoryBackend(MEMORY_EXTENT_SCAN + (1 << 20)), power_on_ua=False)
+    scan_blocks = MEMORY_EXTENT_SCAN // BS
+    assert_good(run(lu, rw10(0x2A, scan_blocks + 8, 8), b"\x07" * 8 * BS))
+    assert statuses(assert_good(run(lu, gls(0)))) == [(0, scan_blocks, 1)]
+    assert statuses(assert_good(run(lu, gls(scan_blocks)))) == [
+        (scan_blocks, 8, 1), (scan_blocks + 8, 8, 0), (scan_blocks + 16, 2048 - 16, 1)]

@@ -249,8 +249,10 @@ def _execute_gls(lu: LogicalUnit, req: ScsiRequest) -> ScsiResult:
         return ScsiResult()
     bs = lu.block_size
     offset = lba * bs
-    # to the end of the medium: descriptors must describe everything from the LBA on
-    # (a sparse file's extent map is cheap to walk; ``room`` bounds what is returned)
+    # from the LBA on, as far as the backend reports in one call: a sparse file's extent
+    # map to the end (cheap to walk), a RAM disk's first MEMORY_EXTENT_SCAN bytes (it reads
+    # memory to find them); an initiator asks again from where the descriptors end.
+    # ``room`` bounds what is returned.
     length = lu.num_blocks * bs - offset
     room = max(1, (alloc - _GLS_HEADER.size) // _GLS_DESCRIPTOR.size)
     try:
