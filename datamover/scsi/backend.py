@@ -120,8 +120,11 @@ class Backend(abc.ABC):
         """
         self.write_zeroes(offset, length)
 
-    def extents(self, offset: int, length: int) -> list[Extent]:
-        """Mapped/deallocated extents covering ``[offset, offset + length)`` (GET LBA STATUS).
+    def extents(self, offset: int, length: int, max_extents: int | None = None) -> list[Extent]:
+        """Mapped/deallocated extents from ``offset``, in order, covering ``[offset, offset +
+        length)`` or a first part of it (GET LBA STATUS: the initiator asks again from where
+        they end). ``max_extents``: the caller uses no more than that many, so a backend may
+        stop there.
 
         The default reports everything mapped (a fully provisioned medium).
         """
@@ -177,7 +180,7 @@ class MemoryBackend(Backend):
             view[offset : offset + part.nbytes] = part
             offset += part.nbytes
 
-    def extents(self, offset: int, length: int) -> list[Extent]:
+    def extents(self, offset: int, length: int, max_extents: int | None = None) -> list[Extent]:
         """A RAM disk has no allocation map: a 4 KiB chunk that holds only zeros counts as
         deallocated (so UNMAP followed by GET LBA STATUS behaves as on a sparse file).
 
@@ -200,6 +203,8 @@ class MemoryBackend(Backend):
 
         pos = offset
         while pos < end:
+            if max_extents is not None and len(out) > max_extents:
+                return out[:max_extents]  # the last one may not have ended yet: the caller asks again
             window_end = min(end, (pos // _MEM_WINDOW + 1) * _MEM_WINDOW)
             # bytes, not memoryviews: bytes == bytes is a memcmp, memoryview == anything
             # compares item by item
@@ -383,14 +388,16 @@ class FileBackend(Backend):
             return
         self.write_zeroes(offset, length)
 
-    def extents(self, offset: int, length: int) -> list[Extent]:
-        """Holes and data from ``lseek(SEEK_DATA/SEEK_HOLE)`` (file-system block granularity)."""
+    def extents(self, offset: int, length: int, max_extents: int | None = None) -> list[Extent]:
+        """Holes and data from ``lseek(SEEK_DATA/SEEK_HOLE)`` (file-system block granularity),
+        two system calls an extent: a file punched full of holes has many, so the walk stops
+        at ``max_extents``."""
         self._check_range(offset, length)
         end = offset + length
         out: list[Extent] = []
         pos = offset
         try:
-            while pos < end:
+            while pos < end and (max_extents is None or len(out) < max_extents):
                 try:
                     data = os.lseek(self._fd, pos, os.SEEK_DATA)
                 except OSError as exc:

@@ -315,3 +315,23 @@ def test_memory_extents_read_at_most_the_scan_bound() -> None:
     assert got[-1][0] + got[-1][1] == 4096 + MEMORY_EXTENT_SCAN
     assert backend.extents(MEMORY_EXTENT_SCAN, 8 << 20) == [(MEMORY_EXTENT_SCAN, 4096, True),
                                                            (MEMORY_EXTENT_SCAN + 4096, (8 << 20) - 4096, False)]
+
+
+def test_extents_stop_at_max_extents(tmp_path: Path) -> None:
+    """Backends may stop at max_extents (GET LBA STATUS asks for little more than fits its
+    allocation length): what they return is the start of the full map, each extent whole."""
+    memory = MemoryBackend(4 << 20)
+    for chunk in range(0, 64, 2):  # 32 mapped 4 KiB chunks with holes between
+        memory.write_from(chunk * 4096, b"\x01" * 4096)
+    full = memory.extents(0, memory.size)
+    assert len(full) == 64
+    assert memory.extents(0, memory.size, 5) == full[:5]
+    path = tmp_path / "holes.img"
+    with FileBackend(path, size=4 << 20) as backend:
+        for chunk in range(0, 64, 2):
+            backend.write_from(chunk * 65536, b"\x01" * 65536)
+        whole = backend.extents(0, backend.size)
+        if len(whole) < 8:
+            pytest.skip("this file system reports no holes (no SEEK_DATA granularity to test)")
+        limited = backend.extents(0, backend.size, 4)
+        assert 4 <= len(limited) <= 5 and limited == whole[:len(limited)]

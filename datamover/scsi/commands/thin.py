@@ -256,7 +256,8 @@ def _execute_gls(lu: LogicalUnit, req: ScsiRequest) -> ScsiResult:
     length = lu.num_blocks * bs - offset
     room = max(1, (alloc - _GLS_HEADER.size) // _GLS_DESCRIPTOR.size)
     try:
-        extents = lu.backend.extents(offset, length)
+        # (twice the room: extents finer than a block can merge when rounded to blocks)
+        extents = lu.backend.extents(offset, length, 2 * room + 1)
     except OSError:
         extents = [(offset, length, True)]
     body = bytearray()
