@@ -89,19 +89,27 @@ def miscompare(offset: int, descriptor: bool) -> Sense:
 
 def _first_difference(a: bytes | bytearray | memoryview, b: bytes | bytearray | memoryview) -> int:
     """Offset of the first differing byte of two equal-length buffers (-1 when equal)."""
+    # as bytes: bytes == bytes is a memcmp, while a memoryview on either side compares
+    # item by item (800 us per MiB; a VERIFY of 1 MiB with BYTCHK spent that much here)
+    a = a if type(a) is bytes else bytes(a)
+    b = b if type(b) is bytes else bytes(b)
     if a == b:
         return -1
-    # bisect on slices: memcmp speed instead of a Python loop over bytes
+    # the first differing 64 KiB block (slices that stay in cache), then bisect inside it:
+    # memcmp speed instead of a Python loop over bytes
     lo, hi = 0, len(a)
-    ma, mb = memoryview(a), memoryview(b)
+    step = 1 << 16
+    while hi - lo > step and a[lo:lo + step] == b[lo:lo + step]:
+        lo += step
+    hi = min(hi, lo + step)
     while hi - lo > 64:
         mid = (lo + hi) // 2
-        if ma[lo:mid] != mb[lo:mid]:
+        if a[lo:mid] != b[lo:mid]:
             hi = mid
         else:
             lo = mid
     for i in range(lo, hi):
-        if ma[i] != mb[i]:
+        if a[i] != b[i]:
             return i
     return -1
 
