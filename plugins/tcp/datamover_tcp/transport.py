@@ -21,22 +21,18 @@ _AVAILABLE_CA = "/proc/sys/net/ipv4/tcp_available_congestion_control"
 _SYSTEM_CA = "/proc/sys/net/ipv4/tcp_congestion_control"
 
 
-def system_congestion() -> str | None:
-    """The kernel's default congestion control for new TCP sockets, if it says."""
+def _sysctl(path: str) -> str | None:
+    """A sysctl's value from /proc (stripped), or None where it cannot be read."""
     try:
-        with open(_SYSTEM_CA, encoding="ascii") as f:
-            return f.read().strip() or None
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
     except OSError:
         return None
 
 
-def _available_congestion() -> str:
-    """The kernel's loaded congestion control algorithms, for an error message."""
-    try:
-        with open(_AVAILABLE_CA, encoding="ascii") as f:
-            return f.read().strip() or "none"
-    except OSError:
-        return "unknown"
+def system_congestion() -> str | None:
+    """The kernel's default congestion control for new TCP sockets, if it says."""
+    return _sysctl(_SYSTEM_CA) or None
 
 
 def check_congestion(name: object) -> str:
@@ -54,7 +50,7 @@ def check_congestion(name: object) -> str:
             probe.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, name.encode("ascii"))
         except OSError as exc:
             raise ValueError(f"transport.tcp option congestion={name!r}: the kernel refused it ({exc.strerror}); "
-                             f"available here: {_available_congestion()}") from None
+                             f"available here: {_sysctl(_AVAILABLE_CA) or 'unknown'}") from None
     return name
 
 _CAPABILITIES = TransportCapabilities(
