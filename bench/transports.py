@@ -251,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--tcp-option {option!r}: the value is not TOML (a string needs quotes)")
         if not sep or not key.strip():
             parser.error(f"--tcp-option {option!r}: expected KEY=VALUE")
+    if tcp_options:
+        from datamover.plugin import get_registry
+
+        known = get_registry().get("tcp").cls.option_names()
+        for key in tcp_options:
+            if key not in known:
+                parser.error(f"--tcp-option {key}: not a [transport.tcp] option (known: {', '.join(sorted(known))})")
     seconds, rounds = (0.2, 1) if args.smoke else (args.seconds, args.rounds)
     results: list[Result] = []
     for name in args.cases.split(","):

@@ -45,3 +45,6 @@ def test_transports_bench_tcp_options_reach_both_ends_and_bad_ones_fail_the_case
     unquoted = subprocess.run([sys.executable, "-m", "bench.transports", "--smoke", "--tcp-option", "congestion=cubic"],
                               capture_output=True, text=True, timeout=60)
     assert unquoted.returncode == 2 and "a string needs quotes" in unquoted.stderr
+    unknown = subprocess.run([sys.executable, "-m", "bench.transports", "--smoke", "--tcp-option", "congestoin=1"],
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "congestoin: not a [transport.tcp] option" in unknown.stderr
