@@ -171,7 +171,7 @@ class TcpTransport(Transport):
         if congestion is None:
             system = system_congestion()
             congestion = f"{system}, the system's" if system else None
-        # the congestion control is named: on short paths BBR's pacing alone moves large
-        # transfers by half (docs/performance.md)
+        # the congestion control is named: on loopback here, cubic instead of BBR made 1 MiB
+        # reads 1.5x as fast (docs/performance.md)
         tail = f"; congestion control {congestion}" if congestion else ""
         return f"tcp: RFC 7143 byte stream over asyncio (gather writes, one receive buffer{tail})"
